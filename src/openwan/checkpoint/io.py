@@ -1,0 +1,136 @@
+"""Reading and writing state dicts: safetensors (single or sharded) and ``.pth`` (weights only).
+
+Every failure is a :class:`CheckpointError` whose message names the file and says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, truncated or does not match the model."""
+
+
+SAFETENSORS_INDEX_SUFFIX = ".safetensors.index.json"
+
+
+def find_weights(directory: str | Path, stem: str = "diffusion_pytorch_model") -> list[Path]:
+    """Weight files of a model folder: a sharded index, one safetensors file, or ``.pth``/``.bin``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint folder not found: {directory}")
+    index = directory / f"{stem}{SAFETENSORS_INDEX_SUFFIX}"
+    if index.is_file():
+        return _shards_from_index(index)
+    single = directory / f"{stem}.safetensors"
+    if single.is_file():
+        return [single]
+    candidates = sorted(directory.glob("*.safetensors"))
+    indexes = sorted(directory.glob(f"*{SAFETENSORS_INDEX_SUFFIX}"))
+    if len(indexes) == 1:
+        return _shards_from_index(indexes[0])
+    if candidates:
+        return candidates
+    for ext in (".pth", ".bin", ".pt"):
+        other = sorted(directory.glob(f"*{ext}"))
+        if len(other) == 1:
+            return other
+    raise CheckpointError(
+        f"no weights found in {directory}: expected {stem}.safetensors, a sharded "
+        f"{stem}{SAFETENSORS_INDEX_SUFFIX}, or a single .pth file"
+    )
+
+
+def _shards_from_index(index: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (json.JSONDecodeError, KeyError) as e:
+        raise CheckpointError(f"shard index {index} is not a valid safetensors index ({e})") from None
+    shards = sorted({index.parent / name for name in weight_map.values()})
+    missing = [p.name for p in shards if not p.is_file()]
+    if missing:
+        raise CheckpointError(
+            f"shard index {index} lists files that are missing: {missing}; re-download the checkpoint"
+        )
+    return shards
+
+
+def load_state_dict(paths: str | Path | list[Path], device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Load and merge one or several weight files (safetensors, or ``.pth`` with weights_only)."""
+    if isinstance(paths, (str, Path)):
+        paths = [Path(paths)]
+    merged: dict[str, torch.Tensor] = {}
+    for path in paths:
+        part = _load_one(Path(path), device)
+        dup = set(part) & set(merged)
+        if dup:
+            raise CheckpointError(f"{path} repeats keys already loaded from another shard: {sorted(dup)[:3]}")
+        merged.update(part)
+    return merged
+
+
+def _load_one(path: Path, device: str) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint file is empty: {path}; re-download it")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path), device=device)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(
+                f"cannot read {path} ({e}); the file is probably truncated or corrupt, re-download it"
+            ) from None
+    try:
+        try:
+            obj = torch.load(str(path), map_location=device, weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            # legacy (non-zip) serialisation cannot be memory-mapped
+            obj = torch.load(str(path), map_location=device, weights_only=True)
+    except Exception as e:  # torch raises several unrelated types for a bad pickle/zip
+        raise CheckpointError(
+            f"cannot read {path} ({type(e).__name__}: {e}); the file is probably truncated or "
+            "corrupt, re-download it"
+        ) from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a flat state dict of tensors")
+    return obj
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def save_state_dict(
+    state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
+    """Write a safetensors file atomically (temp file + rename)."""
+    contiguous = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(contiguous, str(tmp), metadata=metadata)

@@ -1,0 +1,124 @@
+"""Task presets: which models a task uses and its official sampling defaults (WAN_SPEC §1.4, §6.8)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from openwan.configs import dit as dit_cfg
+from openwan.configs.dit import DiTConfig
+from openwan.configs.vae import WAN21_VAE, WAN22_VAE, VAEConfig
+
+# The official default negative prompt (shared by all Wan2.1 tasks and Wan2.2 T2V/I2V/TI2V).
+DEFAULT_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，"
+    "低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，"
+    "毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+
+# "W*H" strings as the official CLI spells them.
+SIZES_21_T2V_14B = ("720*1280", "1280*720", "480*832", "832*480")
+SIZES_21_1_3B = ("480*832", "832*480")
+SIZES_T2I = ("720*1280", "1280*720", "480*832", "832*480", "1024*1024")
+SIZES_TI2V = ("704*1280", "1280*704")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    dit: DiTConfig
+    vae: VAEConfig
+    sizes: tuple[str, ...]
+    default_size: str
+    frame_num: int = 81
+    fps: int = 16
+    steps: int = 50
+    shift: float = 5.0
+    # one scale, or (low-noise expert, high-noise expert) for the A14B MoE
+    guide_scale: float | tuple[float, float] = 5.0
+    solver: str = "unipc"
+    boundary: float | None = None  # A14B expert switch, fraction of num_train_timesteps
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
+    text_len: int = 512
+    num_train_timesteps: int = 1000
+    # official checkpoint layout
+    vae_file: str = "Wan2.1_VAE.pth"
+    t5_file: str = "models_t5_umt5-xxl-enc-bf16.pth"
+    tokenizer_dir: str = "google/umt5-xxl"
+    expert_dirs: tuple[str, str] | None = None  # (low_noise, high_noise) subfolders
+    image_output: bool = False  # t2i: one frame written as PNG
+
+    @property
+    def is_moe(self) -> bool:
+        return self.expert_dirs is not None
+
+    @property
+    def vae_stride(self) -> tuple[int, int, int]:
+        return self.vae.stride
+
+    @property
+    def size_multiple(self) -> int:
+        """Pixel sizes must be divisible by VAE stride x patch size."""
+        return self.vae.stride[1] * self.dit.patch_size[1]
+
+
+TASKS: dict[str, TaskSpec] = {}
+
+
+def _register(spec: TaskSpec) -> None:
+    TASKS[spec.name] = spec
+
+
+_register(TaskSpec("t2v-1.3B", dit_cfg.WAN21_T2V_1_3B, WAN21_VAE, SIZES_21_1_3B, "832*480"))
+_register(TaskSpec("t2v-14B", dit_cfg.WAN21_T2V_14B, WAN21_VAE, SIZES_21_T2V_14B, "1280*720"))
+_register(
+    TaskSpec(
+        "t2i-14B",
+        dit_cfg.WAN21_T2V_14B,
+        WAN21_VAE,
+        SIZES_T2I,
+        "1280*720",
+        frame_num=1,
+        image_output=True,
+    )
+)
+_register(
+    TaskSpec(
+        "t2v-A14B",
+        dit_cfg.WAN22_T2V_A14B,
+        WAN21_VAE,
+        SIZES_21_T2V_14B,
+        "1280*720",
+        steps=40,
+        shift=12.0,
+        guide_scale=(3.0, 4.0),
+        boundary=0.875,
+        expert_dirs=("low_noise_model", "high_noise_model"),
+    )
+)
+_register(
+    TaskSpec(
+        "ti2v-5B",
+        dit_cfg.WAN22_TI2V_5B,
+        WAN22_VAE,
+        SIZES_TI2V,
+        "1280*704",
+        frame_num=121,
+        fps=24,
+        vae_file="Wan2.2_VAE.pth",
+    )
+)
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """``"832*480"`` -> ``(832, 480)`` as (width, height)."""
+    parts = size.lower().replace("x", "*").split("*")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"size must look like WIDTH*HEIGHT (e.g. 832*480), got {size!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def get_task(name: str) -> TaskSpec:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(sorted(TASKS))}") from None
