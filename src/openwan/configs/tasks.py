@@ -46,6 +46,7 @@ class TaskSpec:
     tokenizer_dir: str = "google/umt5-xxl"
     expert_dirs: tuple[str, str] | None = None  # (low_noise, high_noise) subfolders
     image_output: bool = False  # t2i: one frame written as PNG
+    text_dtype: str = "bf16"  # umT5 compute dtype (official: bf16)
 
     @property
     def is_moe(self) -> bool:
@@ -107,6 +108,30 @@ _register(
         vae_file="Wan2.2_VAE.pth",
     )
 )
+
+
+def infer_task(dit: DiTConfig, vae: VAEConfig, *, has_experts: bool = False) -> TaskSpec:
+    """The official task whose architecture matches a checkpoint, else a custom T2V task.
+
+    A custom task (e.g. a small model trained by the user) accepts any size divisible by the
+    VAE stride x patch size and uses the Wan2.1 T2V sampling defaults.
+    """
+    for spec in TASKS.values():
+        if spec.image_output or spec.is_moe != has_experts:
+            continue
+        if spec.dit == dit and spec.vae == vae:
+            return spec
+    return TaskSpec(
+        name="custom",
+        dit=dit,
+        vae=vae,
+        sizes=(),
+        default_size="832*480",
+        fps=24 if vae.version == "2.2" else 16,
+        boundary=0.875 if has_experts else None,
+        expert_dirs=("low_noise_model", "high_noise_model") if has_experts else None,
+        text_dtype="fp32",
+    )
 
 
 def parse_size(size: str) -> tuple[int, int]:

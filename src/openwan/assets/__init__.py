@@ -1,0 +1,27 @@
+"""Weights shipped inside the package (the embedded tiny models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from openwan.checkpoint.io import CheckpointError
+
+ASSETS_DIR = Path(__file__).resolve().parent
+
+# kind -> folder name of the embedded model
+TINY_MODELS = {"t2v": "wan-tiny"}
+
+
+def tiny_model_dir(kind: str = "t2v") -> Path:
+    """Folder of an embedded tiny model (diffusers-style layout: transformer/, vae/, text_encoder/, tokenizer/)."""
+    try:
+        name = TINY_MODELS[kind]
+    except KeyError:
+        raise ValueError(f"no embedded tiny model of kind {kind!r}; known: {sorted(TINY_MODELS)}") from None
+    path = ASSETS_DIR / name
+    if not (path / "transformer" / "config.json").is_file():
+        raise CheckpointError(
+            f"the embedded model {name} is missing from this installation ({path}); "
+            "reinstall openwan or pass --ckpt-dir"
+        )
+    return path

@@ -1,0 +1,140 @@
+"""Stages shared by every task pipeline: encode text -> noise -> denoise -> decode.
+
+A task pipeline composes these; tasks differ only in how they prepare conditions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from openwan.sampling.schedules import Schedule, make_schedule
+from openwan.sampling.solvers import SOLVERS
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+StepCallback = Callable[[int, int], None]  # (step index, total steps)
+
+
+def encode_prompts(
+    text_encoder: nn.Module,
+    prompts: Sequence[str],
+    device: torch.device,
+    *,
+    run_on_cpu: bool = False,
+    offload: bool = False,
+) -> list[torch.Tensor]:
+    """Encode prompts (one at a time, as the official pipeline does) and move them to ``device``.
+
+    ``run_on_cpu`` keeps the encoder on the CPU (official ``--t5_cpu``); ``offload`` moves it back to
+    the CPU after use (official ``--offload_model``).
+    """
+    where = torch.device("cpu") if run_on_cpu else device
+    text_encoder.to(where)
+    out = [text_encoder.encode([p])[0].to(device) for p in prompts]
+    if offload and not run_on_cpu:
+        text_encoder.to("cpu")
+    return out
+
+
+def latent_shape(
+    z_dim: int, vae_stride: tuple[int, int, int], frame_num: int, size: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """``[C, T, H/s, W/s]`` of the latent for a (width, height) video of ``frame_num`` frames."""
+    width, height = size
+    return (
+        z_dim,
+        (frame_num - 1) // vae_stride[0] + 1,
+        height // vae_stride[1],
+        width // vae_stride[2],
+    )
+
+
+def initial_noise(
+    shape: Sequence[int], seed: int, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """The first draw of a generator seeded with ``seed`` (the official noise convention)."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    return torch.randn(tuple(shape), generator=gen, device=device, dtype=dtype)
+
+
+@dataclass
+class Expert:
+    """One denoiser with its CFG scale and the contexts it is conditioned on."""
+
+    model: nn.Module
+    guide_scale: float
+
+
+def guided_model_fn(
+    experts: Sequence[Expert],
+    context: torch.Tensor,
+    context_null: torch.Tensor,
+    *,
+    boundary_t: float | None = None,
+    device: torch.device,
+    offload: bool = False,
+    extra: dict[str, object] | None = None,
+) -> ModelFn:
+    """Turn one model (or the A14B pair: ``experts = [low_noise, high_noise]``) into ``model_fn``.
+
+    CFG: ``v = v_u + g (v_c - v_u)`` in fp32, skipping the unconditional pass when g == 1.
+    MoE: the high-noise expert runs while ``t >= boundary_t`` (official rule on the integer t);
+    with ``offload`` only the active expert stays on ``device``.
+    """
+    kwargs = extra or {}
+
+    def pick(t: torch.Tensor) -> Expert:
+        if len(experts) == 1 or boundary_t is None:
+            return experts[0]
+        return experts[1] if float(t.reshape(-1)[0]) >= boundary_t else experts[0]
+
+    def model_fn(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
+        expert = pick(t)
+        if offload and len(experts) > 1:
+            for other in experts:
+                if other is not expert:
+                    other.model.to("cpu")
+        expert.model.to(device)
+        xb = x.unsqueeze(0)  # [1, C, T, H, W]
+        tb = t.reshape(1).to(device)
+        v_cond = expert.model(xb, tb, [context], **kwargs)[0].float()
+        if expert.guide_scale == 1.0:
+            return v_cond
+        v_uncond = expert.model(xb, tb, [context_null], **kwargs)[0].float()
+        return v_uncond + expert.guide_scale * (v_cond - v_uncond)
+
+    return model_fn
+
+
+def denoise(
+    model_fn: ModelFn,
+    noise: torch.Tensor,
+    solver: str,
+    steps: int,
+    shift: float,
+    *,
+    callback: StepCallback | None = None,
+    post_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Run a flow-matching solver from ``noise`` to a clean latent."""
+    schedule: Schedule = make_schedule(solver, steps, shift)
+    solve = SOLVERS[solver]
+
+    def on_step(i: int, x: torch.Tensor) -> None:
+        if callback is not None:
+            callback(i, steps)
+
+    with torch.no_grad():
+        return solve(model_fn, noise, schedule, callback=on_step, post_step=post_step)
+
+
+def decode(vae: nn.Module, latent: torch.Tensor) -> torch.Tensor:
+    """Latent ``[C, T, h, w]`` -> video ``[3, F, H, W]`` in [-1, 1] (fp32)."""
+    with torch.no_grad():
+        param = next(vae.parameters())
+        video = vae.decode(latent.unsqueeze(0).to(param.device, param.dtype))
+    return video[0].float()

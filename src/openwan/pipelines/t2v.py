@@ -1,0 +1,197 @@
+"""Text-to-video / text-to-image (Wan2.1 T2V 1.3B/14B, T2I-14B, Wan2.2 TI2V-5B text path, T2V-A14B)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from openwan.checkpoint.layout import locate
+from openwan.configs.tasks import TaskSpec, get_task, infer_task
+from openwan.pipelines import stages
+from openwan.pipelines.request import GenerationRequest, ResolvedRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationResult:
+    video: torch.Tensor  # [3, F, H, W] in [-1, 1]
+    request: ResolvedRequest
+    fps: int
+    is_image: bool
+
+
+class WanT2V:
+    """Text-to-video pipeline.
+
+    >>> pipe = WanT2V.from_pretrained("./Wan2.1-T2V-1.3B")           # doctest: +SKIP
+    >>> video = pipe("a cat surfing", size=(832, 480), seed=42)      # doctest: +SKIP
+    >>> openwan.save_video(video, "cat.mp4", fps=pipe.task.fps)      # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        task: TaskSpec,
+        dit: nn.Module,
+        vae: nn.Module,
+        text_encoder: nn.Module,
+        *,
+        dit_high: nn.Module | None = None,
+        device: str | torch.device = "cpu",
+        offload_model: bool = False,
+        t5_cpu: bool = False,
+    ) -> None:
+        if task.is_moe and dit_high is None:
+            raise ValueError(f"task {task.name} needs a high-noise expert (dit_high)")
+        self.task = task
+        self.dit = dit.eval()
+        self.dit_high = dit_high.eval() if dit_high is not None else None
+        self.vae = vae.eval()
+        self.text_encoder = text_encoder.eval()
+        self.device = torch.device(device)
+        self.offload_model = offload_model
+        self.t5_cpu = t5_cpu
+        if not offload_model:
+            for m in (self.dit, self.dit_high, self.vae):
+                if m is not None:
+                    m.to(self.device)
+
+    # ------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path | None = None,
+        *,
+        task: str | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        text_dtype: torch.dtype | None = None,
+        offload_model: bool = False,
+        t5_cpu: bool = False,
+    ) -> WanT2V:
+        """Load from an official or a diffusers checkpoint folder (or the embedded tiny model).
+
+        ``dtype`` is the DiT weight dtype (fp32 on CPU by default, bf16 on CUDA); the VAE runs in fp32
+        and the text encoder in ``text_dtype`` (bf16 for the official umT5-XXL, as the reference).
+        """
+        from openwan.checkpoint.dit_format import load_dit
+        from openwan.checkpoint.vae_format import load_vae
+        from openwan.models.text import T5TextEncoder
+
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if path is None:
+            from openwan.assets import tiny_model_dir
+
+            path = tiny_model_dir("t2v")
+            task = task or "t2v-tiny"
+        spec = get_task(task) if task else None
+        files = locate(path, spec)
+        if dtype is None:
+            dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+        load_dev = "cpu" if offload_model else dev
+        dit = load_dit(files.dit, dtype=dtype, device=load_dev)
+        dit_high = load_dit(files.dit_high, dtype=dtype, device=load_dev) if files.dit_high else None
+        vae = load_vae(files.vae, dtype=torch.float32, device=load_dev)
+        if spec is None:
+            spec = infer_task(dit.config, vae.config, has_experts=dit_high is not None)
+            log.info("checkpoint recognised as task %s", spec.name)
+        if text_dtype is None:
+            text_dtype = torch.bfloat16 if spec.text_dtype == "bf16" else torch.float32
+        text_encoder = T5TextEncoder.from_pretrained(files.text, dtype=text_dtype, device="cpu")
+        return cls(
+            spec,
+            dit,
+            vae,
+            text_encoder,
+            dit_high=dit_high,
+            device=dev,
+            offload_model=offload_model,
+            t5_cpu=t5_cpu,
+        )
+
+    # ------------------------------------------------------------ running
+    def __call__(
+        self,
+        prompt: str,
+        negative_prompt: str | None = None,
+        size: tuple[int, int] | None = None,
+        frame_num: int | None = None,
+        steps: int | None = None,
+        shift: float | None = None,
+        guide_scale: float | tuple[float, float] | None = None,
+        solver: str | None = None,
+        seed: int = -1,
+        callback: stages.StepCallback | None = None,
+    ) -> torch.Tensor:
+        """Generate a video ``[3, F, H, W]`` in [-1, 1]; ``None`` arguments take the task defaults."""
+        request = GenerationRequest(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            size=size,
+            frame_num=frame_num,
+            steps=steps,
+            shift=shift,
+            guide_scale=guide_scale,
+            solver=solver,
+            seed=seed,
+        )
+        return self.generate(request, callback=callback).video
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        callback: stages.StepCallback | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> GenerationResult:
+        req = request.resolve(self.task)
+        self.check_prompt_length(req.prompt)
+        context, context_null = stages.encode_prompts(
+            self.text_encoder,
+            [req.prompt, req.negative_prompt],
+            self.device,
+            run_on_cpu=self.t5_cpu,
+            offload=self.offload_model,
+        )
+        shape = stages.latent_shape(self.vae.config.z_dim, self.task.vae_stride, req.frame_num, req.size)
+        if noise is None:
+            noise = stages.initial_noise(shape, req.seed, self.device)
+        elif tuple(noise.shape) != shape:
+            raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {shape}")
+
+        low_guide, high_guide = req.guide_scale
+        experts = [stages.Expert(self.dit, low_guide)]
+        boundary_t = None
+        if self.dit_high is not None:
+            experts.append(stages.Expert(self.dit_high, high_guide))
+            boundary_t = (self.task.boundary or 0.0) * self.task.num_train_timesteps
+        model_fn = stages.guided_model_fn(
+            experts,
+            context,
+            context_null,
+            boundary_t=boundary_t,
+            device=self.device,
+            offload=self.offload_model,
+        )
+        latent = stages.denoise(
+            model_fn, noise.to(self.device), req.solver, req.steps, req.shift, callback=callback
+        )
+        if self.offload_model:
+            for m in (self.dit, self.dit_high):
+                if m is not None:
+                    m.to("cpu")
+            self.vae.to(self.device)
+        video = stages.decode(self.vae, latent)
+        return GenerationResult(video=video, request=req, fps=self.task.fps, is_image=req.frame_num == 1)
+
+    def check_prompt_length(self, prompt: str) -> None:
+        """Refuse prompts the text encoder would silently truncate."""
+        n = self.text_encoder.count_tokens(prompt)
+        if n > self.task.text_len:
+            raise ValueError(
+                f"the prompt has {n} tokens; the limit is {self.task.text_len} (including the end token)"
+            )
