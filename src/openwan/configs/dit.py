@@ -64,6 +64,9 @@ class DiTConfig:
     qk_norm: bool = True
     cross_attn_norm: bool = True
     eps: float = 1e-6
+    # Wan2.1 I2V/FLF2V have a CLIP image embedder and image cross-attention; Wan2.2 I2V experts
+    # (also model_type "i2v") do not. None = decided by model_type (the loader checks the weights).
+    image_embedding: bool | None = None
     # VACE (None for plain WanModel)
     vace_layers: tuple[int, ...] | None = None
     vace_in_dim: int | None = None
@@ -77,6 +80,12 @@ class DiTConfig:
     @property
     def head_dim(self) -> int:
         return self.dim // self.num_heads
+
+    @property
+    def has_image_embedding(self) -> bool:
+        if self.image_embedding is not None:
+            return self.image_embedding
+        return self.model_type in ("i2v", "flf2v")
 
     @property
     def is_vace(self) -> bool:
@@ -126,6 +135,8 @@ class DiTConfig:
         if not self.is_vace:
             d.pop("vace_layers")
             d.pop("vace_in_dim")
+        if self.image_embedding is None:
+            d.pop("image_embedding")
         return d
 
     def to_diffusers_dict(self) -> dict[str, Any]:
@@ -143,8 +154,8 @@ class DiTConfig:
             "cross_attn_norm": self.cross_attn_norm,
             "qk_norm": "rms_norm_across_heads" if self.qk_norm else None,
             "eps": self.eps,
-            "image_dim": 1280 if self.model_type in ("i2v", "flf2v") else None,
-            "added_kv_proj_dim": self.dim if self.model_type in ("i2v", "flf2v") else None,
+            "image_dim": 1280 if self.has_image_embedding else None,
+            "added_kv_proj_dim": self.dim if self.has_image_embedding else None,
             "rope_max_seq_len": 1024,
         }
         if self.model_type == "flf2v":
@@ -182,6 +193,7 @@ def _from_diffusers(raw: dict[str, Any]) -> dict[str, Any]:
         out["model_type"] = "ti2v"
     elif out.get("in_dim") == 36:
         out["model_type"] = "i2v"  # Wan2.2 I2V-A14B expert: no image embedder
+        out["image_embedding"] = False
     out["text_len"] = 512
     return out
 
@@ -198,7 +210,7 @@ WAN21_FLF2V_14B = WAN21_T2V_14B.replace(model_type="flf2v", in_dim=36)
 WAN21_VACE_1_3B = WAN21_T2V_1_3B.replace(vace_layers=tuple(range(0, 30, 2)), vace_in_dim=96)
 WAN21_VACE_14B = WAN21_T2V_14B.replace(vace_layers=tuple(range(0, 40, 5)), vace_in_dim=96)
 WAN22_T2V_A14B = WAN21_T2V_14B
-WAN22_I2V_A14B = WAN21_T2V_14B.replace(model_type="i2v", in_dim=36)
+WAN22_I2V_A14B = WAN21_T2V_14B.replace(model_type="i2v", in_dim=36, image_embedding=False)
 WAN22_TI2V_5B = DiTConfig(
     model_type="ti2v", in_dim=48, out_dim=48, dim=3072, ffn_dim=14336, num_heads=24, num_layers=30
 )
