@@ -110,6 +110,37 @@ _register(
 )
 
 
+# The embedded tiny shapes-world model (src/openwan/assets/wan-tiny). Only the architecture matters
+# here; the shipped vae/config.json carries the measured latent statistics.
+TINY_DIT = DiTConfig(
+    model_type="t2v", dim=128, ffn_dim=512, num_heads=2, num_layers=6, text_dim=64, text_len=48
+)
+TINY_VAE = VAEConfig(
+    dim=16,
+    dec_dim=16,
+    dim_mult=(1, 2, 4),
+    temperal_downsample=(True, True),
+    latent_mean=(0.0,) * 16,
+    latent_std=(1.0,) * 16,
+)
+_register(
+    TaskSpec(
+        "t2v-tiny",
+        TINY_DIT,
+        TINY_VAE,
+        sizes=(),
+        default_size="64*64",
+        frame_num=17,
+        steps=30,
+        shift=3.0,
+        guide_scale=5.0,
+        negative_prompt="",  # trained with empty captions as the unconditional branch
+        text_len=48,
+        text_dtype="fp32",
+    )
+)
+
+
 def infer_task(dit: DiTConfig, vae: VAEConfig, *, has_experts: bool = False) -> TaskSpec:
     """The official task whose architecture matches a checkpoint, else a custom T2V task.
 

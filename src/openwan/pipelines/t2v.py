@@ -157,7 +157,7 @@ class WanT2V:
             run_on_cpu=self.t5_cpu,
             offload=self.offload_model,
         )
-        shape = stages.latent_shape(self.vae.config.z_dim, self.task.vae_stride, req.frame_num, req.size)
+        shape = stages.latent_shape(self.vae.config.z_dim, self.vae.config.stride, req.frame_num, req.size)
         if noise is None:
             noise = stages.initial_noise(shape, req.seed, self.device)
         elif tuple(noise.shape) != shape:

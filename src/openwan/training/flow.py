@@ -1,0 +1,254 @@
+"""Flow-matching DiT training (with an optionally trained-from-scratch umT5 text encoder).
+
+x_sigma = (1 - sigma) x0 + sigma eps, target v = eps - x0, model time t = 1000 sigma, with sigma
+drawn logit-normal and shifted by the inference shift. Latents of the (frozen) VAE are encoded
+once and cached on disk; the DiT epochs then cost only DiT compute.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from openwan.checkpoint.dit_format import save_dit
+from openwan.checkpoint.vae_format import load_vae
+from openwan.configs.dit import DiTConfig
+from openwan.data.shapes import Scene, ShapesWorld, caption, caption_corpus, to_tensor
+from openwan.models.dit import WanModel
+from openwan.models.text import T5TextEncoder, tiny_umt5_config, train_tokenizer
+from openwan.sampling.schedules import shift_sigmas
+from openwan.training import common
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DiTTrainConfig:
+    run_dir: str = "runs/dit"
+    vae: str | None = None  # trained VAE folder (diffusers layout)
+    steps: int = 2000
+    batch_size: int = 16
+    lr: float = 5e-4
+    warmup: int = 100
+    weight_decay: float = 0.01
+    ema_decay: float = 0.998
+    seed: int = 0
+    shift: float = 3.0  # the inference shift
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    cfg_dropout: float = 0.1  # empty prompt -> the unconditional branch used by CFG
+    image_prob: float = 0.1  # steps trained on single frames (text-to-image)
+    frames: int = 17
+    size: int = 64
+    latent_clips: int = 2048
+    grad_checkpointing: bool = False
+    log_every: int = 10
+    ckpt_every: int = 250
+    # DiT
+    dim: int = 128
+    ffn_dim: int = 512
+    num_heads: int = 2
+    num_layers: int = 6
+    text_len: int = 48
+    # text encoder (trained jointly: no pretrained umT5 exists on this machine)
+    vocab_size: int = 400
+    t5_dim: int = 64
+    t5_layers: int = 2
+    t5_heads: int = 4
+    t5_ff: int = 128
+
+
+@dataclass
+class TrainResult:
+    cfg: DiTTrainConfig
+    dit: WanModel
+    text_encoder: T5TextEncoder
+    tokenizer_dir: Path
+
+
+class Denoiser(nn.Module):
+    """The trainable parts together, so one optimizer / EMA / checkpoint covers both."""
+
+    def __init__(self, dit: WanModel, text: nn.Module) -> None:
+        super().__init__()
+        self.dit = dit
+        self.text = text
+
+
+def dit_config(cfg: DiTTrainConfig) -> DiTConfig:
+    return DiTConfig(
+        model_type="t2v",
+        dim=cfg.dim,
+        ffn_dim=cfg.ffn_dim,
+        num_heads=cfg.num_heads,
+        num_layers=cfg.num_layers,
+        text_dim=cfg.t5_dim,
+        text_len=cfg.text_len,
+        in_dim=16,
+        out_dim=16,
+    )
+
+
+def latent_cache(cfg: DiTTrainConfig, run_dir: Path) -> tuple[torch.Tensor, list[Scene]]:
+    """Encode ``latent_clips`` shapes clips once (normalised VAE latents) and keep them on disk."""
+    path = run_dir / "latents.safetensors"
+    if path.is_file():
+        data = load_file(str(path))
+        meta = json.loads((run_dir / "latents.json").read_text(encoding="utf-8"))
+        if data["latents"].shape[0] == cfg.latent_clips:
+            return data["latents"], [Scene(**s) for s in meta]
+    if cfg.vae is None:
+        raise ValueError("training the DiT needs a trained VAE: pass --vae <folder> (see openwan train-vae)")
+    vae = load_vae(cfg.vae)
+    world = ShapesWorld(seed=cfg.seed + 1, frames=cfg.frames, size=cfg.size, split="train")
+    latents, scenes = [], []
+    bar = common.progress(cfg.latent_clips, 0, "encode latents")
+    with torch.no_grad():
+        for i in range(0, cfg.latent_clips, 8):
+            items = [world[j] for j in range(i, min(cfg.latent_clips, i + 8))]
+            latents.append(vae.encode(torch.stack([to_tensor(v) for v, _, _ in items])))
+            scenes += [s for _, _, s in items]
+            bar.update(len(items))
+    bar.close()
+    lat = torch.cat(latents)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_file({"latents": lat.contiguous()}, str(path))
+    (run_dir / "latents.json").write_text(json.dumps([asdict(s) for s in scenes]), encoding="utf-8")
+    return lat, scenes
+
+
+def sample_sigmas(cfg: DiTTrainConfig, n: int, gen: torch.Generator) -> torch.Tensor:
+    """Logit-normal sigmas, shifted like the inference schedule."""
+    sigma = torch.sigmoid(torch.randn(n, generator=gen) * cfg.logit_std + cfg.logit_mean)
+    return shift_sigmas(sigma, cfg.shift)  # type: ignore[return-value]
+
+
+def flow_loss(
+    dit: WanModel, context: list[torch.Tensor], x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    s = sigma.view(-1, 1, 1, 1, 1)
+    xt = (1 - s) * x0 + s * noise
+    v = dit(xt, sigma * 1000, context)
+    return F.mse_loss(v, noise - x0)
+
+
+def _captions(scenes: list[Scene], gen: torch.Generator, dropout: float) -> list[str]:
+    out = []
+    for scene in scenes:
+        r = torch.rand(3, generator=gen)
+        if r[0] < dropout:
+            out.append("")
+        else:
+            out.append(caption(scene, "en" if r[1] < 0.5 else "zh", int(r[2] * 9)))
+    return out
+
+
+def _forward_blocks_checkpointed(dit: WanModel) -> None:
+    """Wrap the DiT blocks with activation checkpointing (from outside the model)."""
+    from torch.utils.checkpoint import checkpoint
+
+    for block in dit.blocks:
+        forward = block.forward
+        block.forward = lambda *a, _f=forward: checkpoint(_f, *a, use_reentrant=False)  # type: ignore[method-assign]
+
+
+def build(cfg: DiTTrainConfig, run_dir: Path) -> tuple[Denoiser, T5TextEncoder, Path]:
+    tok_dir = run_dir / "tokenizer"
+    if not (tok_dir / "tokenizer.json").is_file():
+        train_tokenizer(caption_corpus(), tok_dir, vocab_size=cfg.vocab_size)
+    from transformers import AutoTokenizer, UMT5EncoderModel
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
+    torch.manual_seed(cfg.seed)
+    t5 = UMT5EncoderModel(
+        tiny_umt5_config(len(tokenizer), cfg.t5_dim, cfg.t5_layers, cfg.t5_heads, cfg.t5_ff, cfg.text_len)
+    )
+    dit = WanModel(dit_config(cfg))
+    dit.init_weights()
+    if cfg.grad_checkpointing:
+        _forward_blocks_checkpointed(dit)
+    encoder = T5TextEncoder(t5, tokenizer, cfg.text_len)
+    return Denoiser(dit, t5), encoder, tok_dir
+
+
+def train_dit(cfg: DiTTrainConfig, resume: str | None = None, show_progress: bool = True) -> TrainResult:
+    run_dir = Path(cfg.run_dir)
+    model, encoder, tok_dir = build(cfg, run_dir)
+    latents, scenes = latent_cache(cfg, run_dir)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    ema = common.EMA(model, cfg.ema_decay)
+    start = 0
+    if resume:
+        state = common.load_checkpoint(resume, run_dir)
+        model.load_state_dict(state["model"], strict=True)
+        opt.load_state_dict(state["optimizer"])
+        ema.shadow = state["ema"]
+        start = int(state["step"])
+    metrics = common.MetricsLog(run_dir)
+    bar = common.progress(cfg.steps, start, "train", show_progress)
+    t0 = time.perf_counter()
+    model.train()
+    for step in range(start, cfg.steps):
+        gen = common.step_generator(cfg.seed, step)
+        for group in opt.param_groups:
+            group["lr"] = common.lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
+        idx = torch.randint(0, latents.shape[0], (cfg.batch_size,), generator=gen)
+        x0 = latents[idx]
+        if torch.rand(1, generator=gen).item() < cfg.image_prob:
+            x0 = x0[:, :, :1]  # a text-to-image step: the first latent frame alone
+        texts = _captions([scenes[int(i)] for i in idx], gen, cfg.cfg_dropout)
+        ids, mask = encoder.tokenize(texts)
+        hidden = encoder(ids, mask)
+        context = [h[: int(n)] for h, n in zip(hidden, mask.sum(1))]
+        sigma = sample_sigmas(cfg, cfg.batch_size, gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        loss = flow_loss(model.dit, context, x0, sigma, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema.update(model)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % cfg.log_every == 0:
+            metrics.write({"step": step + 1, "loss": loss.item(), "time": time.perf_counter() - t0})
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+            state: dict[str, Any] = {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "ema": ema.shadow,
+                "config": json.dumps(asdict(cfg)),
+            }
+            common.save_checkpoint(run_dir, step + 1, state)
+            metrics.plot()
+    bar.close()
+    ema.copy_to(model)
+    model.eval()
+    return TrainResult(cfg, model.dit, encoder, tok_dir)
+
+
+def export_model(result: TrainResult, out: Path) -> Path:
+    """The layout the inference pipeline loads: transformer/, vae/, text_encoder/, tokenizer/."""
+    if result.cfg.vae is None:
+        raise ValueError("export needs the VAE folder the DiT was trained with")
+    out.mkdir(parents=True, exist_ok=True)
+    # official key layout keeps text_len in config.json (the diffusers config has no such key)
+    save_dit(result.dit, out / "transformer", format="official")
+    if (out / "vae").resolve() != Path(result.cfg.vae).resolve():
+        shutil.copytree(result.cfg.vae, out / "vae", dirs_exist_ok=True)
+    t5 = result.text_encoder.model
+    t5.config.openwan_text_len = result.cfg.text_len
+    t5.save_pretrained(str(out / "text_encoder"))
+    shutil.copytree(result.tokenizer_dir, out / "tokenizer", dirs_exist_ok=True)
+    (out / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline"}) + "\n")
+    return out

@@ -1,0 +1,149 @@
+"""Wan-VAE training: L1 + KL + a multi-scale image-gradient loss (no pretrained perceptual net)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from openwan.configs.vae import VAEConfig
+from openwan.data.shapes import ShapesWorld, to_tensor
+from openwan.models.vae import WanVAE
+from openwan.training import common
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VAETrainConfig:
+    run_dir: str = "runs/vae"
+    steps: int = 600
+    batch_size: int = 4
+    frames: int = 9  # 4n+1: frame 0 plus two causal chunks
+    size: int = 64
+    lr: float = 1e-3
+    warmup: int = 30
+    weight_decay: float = 0.0
+    kl_weight: float = 1e-6
+    grad_weight: float = 1.0
+    ema_decay: float = 0.99
+    seed: int = 0
+    log_every: int = 10
+    ckpt_every: int = 100
+    # model
+    dim: int = 16
+    dec_dim: int = 16
+    z_dim: int = 16
+    dim_mult: tuple[int, ...] = (1, 2, 4)
+    temperal_downsample: tuple[bool, ...] = (True, True)
+    stats_clips: int = 64  # clips used to measure the latent mean/std at export
+
+
+def vae_config(cfg: VAETrainConfig) -> VAEConfig:
+    return VAEConfig(
+        dim=cfg.dim,
+        dec_dim=cfg.dec_dim,
+        z_dim=cfg.z_dim,
+        dim_mult=cfg.dim_mult,
+        temperal_downsample=cfg.temperal_downsample,
+        latent_mean=(0.0,) * cfg.z_dim,
+        latent_std=(1.0,) * cfg.z_dim,
+    )
+
+
+def gradient_loss(x: torch.Tensor, y: torch.Tensor, scales: int = 3) -> torch.Tensor:
+    """L1 between spatial finite differences at several scales (sharp edges matter for shapes)."""
+    total = x.new_zeros(())
+    a = x.flatten(0, 1) if x.ndim == 5 else x  # frames folded into the batch
+    b = y.flatten(0, 1) if y.ndim == 5 else y
+    for s in range(scales):
+        if s:
+            a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
+        for dim in (-1, -2):
+            total = total + (a.diff(dim=dim) - b.diff(dim=dim)).abs().mean()
+    return total
+
+
+def vae_loss(
+    vae: WanVAE, video: torch.Tensor, cfg: VAETrainConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, dict[str, float]]:
+    mu, logvar = vae.encode_moments(video)
+    logvar = logvar.clamp(-30.0, 20.0)
+    z = mu + torch.randn(mu.shape, generator=gen) * torch.exp(0.5 * logvar)
+    recon = vae.decode(z, clamp=False, normalized=False)
+    l1 = (recon - video).abs().mean()
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean()
+    # [B, 3, F, H, W] -> frames as images for the gradient term
+    grad = gradient_loss(recon.transpose(1, 2), video.transpose(1, 2))
+    loss = l1 + cfg.kl_weight * kl + cfg.grad_weight * grad
+    return loss, {"l1": l1.detach().item(), "kl": kl.detach().item(), "grad": grad.detach().item()}
+
+
+def batch(world: ShapesWorld, step: int, size: int) -> torch.Tensor:
+    return torch.stack([to_tensor(world[step * size + i][0]) for i in range(size)])
+
+
+def train_vae(cfg: VAETrainConfig, resume: str | None = None, show_progress: bool = True) -> WanVAE:
+    run_dir = Path(cfg.run_dir)
+    torch.manual_seed(cfg.seed)
+    vae = WanVAE(vae_config(cfg))
+    vae.init_weights()
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    ema = common.EMA(vae, cfg.ema_decay)
+    start = 0
+    if resume:
+        state = common.load_checkpoint(resume, run_dir)
+        vae.load_state_dict(state["model"], strict=True)
+        opt.load_state_dict(state["optimizer"])
+        ema.shadow = state["ema"]
+        start = int(state["step"])
+    world = ShapesWorld(seed=cfg.seed, frames=cfg.frames, size=cfg.size, split="train")
+    metrics = common.MetricsLog(run_dir)
+    bar = common.progress(cfg.steps, start, "train-vae", show_progress)
+    t0 = time.perf_counter()
+    for step in range(start, cfg.steps):
+        for group in opt.param_groups:
+            group["lr"] = common.lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
+        loss, parts = vae_loss(vae, batch(world, step, cfg.batch_size), cfg, common.step_generator(cfg.seed, step))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        ema.update(vae)
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss):.4f}")
+        if (step + 1) % cfg.log_every == 0:
+            metrics.write({"step": step + 1, "loss": float(loss), **parts, "time": time.perf_counter() - t0})
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+            common.save_checkpoint(
+                run_dir,
+                step + 1,
+                {"model": vae.state_dict(), "optimizer": opt.state_dict(), "ema": ema.shadow, "config": asdict(cfg)},
+            )
+            metrics.plot()
+    bar.close()
+    ema.copy_to(vae)
+    return vae.eval()
+
+
+@torch.no_grad()
+def with_latent_stats(vae: WanVAE, clips: int, frames: int = 17, size: int = 64, seed: int = 123) -> WanVAE:
+    """Return the VAE with its config's per-channel latent mean/std measured on shapes clips
+    (what the official latent normalisation constants are)."""
+    world = ShapesWorld(seed=seed, frames=frames, size=size, split="train")
+    mus = []
+    for i in range(0, clips, 8):
+        video = torch.stack([to_tensor(world[j][0]) for j in range(i, min(clips, i + 8))])
+        mus.append(vae.encode_moments(video)[0].transpose(0, 1).flatten(1))  # [z, N]
+    mu = torch.cat(mus, dim=1)
+    cfg = vae.config.replace(
+        latent_mean=tuple(round(float(v), 4) for v in mu.mean(1)),
+        latent_std=tuple(round(float(v), 4) for v in mu.std(1)),
+    )
+    out = WanVAE(cfg)
+    out.load_state_dict(vae.state_dict(), strict=True)
+    return out.eval()
