@@ -35,7 +35,10 @@ def manifest(module: torch.nn.Module) -> dict[str, list[int]]:
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with torch.device("meta"):
-        models = {**{k: WanModel(c) for k, c in DITS.items()}, **{k: WanVAE(c) for k, c in VAES.items()}}
+        models = {
+            **{k: WanModel(c) for k, c in DITS.items()},
+            **{k: WanVAE(c) for k, c in VAES.items()},
+        }
     for name, model in models.items():
         (OUT / f"{name}.json").write_text(json.dumps(manifest(model), indent=0) + "\n")
         print(name, len(model.state_dict()))

@@ -15,9 +15,17 @@ import torch
 from safetensors.torch import save_file
 
 WAN21_COMMIT = "9737cba9c1c3c4d04b33fcad41c111989865d315"
-CASES = [("unipc", 50, 5.0), ("unipc", 40, 12.0), ("unipc", 40, 3.0), ("unipc", 4, 1.0),
-         ("unipc", 10, 5.0), ("dpm++", 50, 5.0), ("dpm++", 40, 12.0), ("dpm++", 4, 1.0),
-         ("dpm++", 10, 5.0)]
+CASES = [
+    ("unipc", 50, 5.0),
+    ("unipc", 40, 12.0),
+    ("unipc", 40, 3.0),
+    ("unipc", 4, 1.0),
+    ("unipc", 10, 5.0),
+    ("dpm++", 50, 5.0),
+    ("dpm++", 40, 12.0),
+    ("dpm++", 4, 1.0),
+    ("dpm++", 10, 5.0),
+]
 
 
 def _load(path: Path, name: str):
@@ -53,12 +61,14 @@ def main() -> None:
     for solver, steps, shift in CASES:
         key = f"{solver}.{steps}.{shift:g}"
         if solver == "unipc":
-            sch = unipc.FlowUniPCMultistepScheduler(num_train_timesteps=1000, shift=1,
-                                                    use_dynamic_shifting=False)
+            sch = unipc.FlowUniPCMultistepScheduler(
+                num_train_timesteps=1000, shift=1, use_dynamic_shifting=False
+            )
             sch.set_timesteps(steps, device="cpu", shift=shift)
         else:
-            sch = dpm.FlowDPMSolverMultistepScheduler(num_train_timesteps=1000, shift=1,
-                                                      use_dynamic_shifting=False)
+            sch = dpm.FlowDPMSolverMultistepScheduler(
+                num_train_timesteps=1000, shift=1, use_dynamic_shifting=False
+            )
             sch.set_timesteps(sigmas=dpm.get_sampling_sigmas(steps, shift), device="cpu")
         out[f"{key}.sigmas"] = sch.sigmas.clone()
         out[f"{key}.timesteps"] = sch.timesteps.clone()
@@ -67,8 +77,11 @@ def main() -> None:
             v = toy_velocity(x, t.float(), w, c)
             x = sch.step(v, t, x, return_dict=False)[0]
         out[f"{key}.x0"] = x
-    meta = {"official_repo": "Wan-Video/Wan2.1", "official_commit": WAN21_COMMIT,
-            "torch": torch.__version__}
+    meta = {
+        "official_repo": "Wan-Video/Wan2.1",
+        "official_commit": WAN21_COMMIT,
+        "torch": torch.__version__,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in out.items()}, str(args.out), metadata=meta)
     print(f"wrote {len(out)} tensors to {args.out}")

@@ -12,7 +12,11 @@ def randomize_(module: nn.Module, seed: int = 0, scale: float = 0.05) -> nn.Modu
             if not p.is_floating_point():
                 continue
             noise = torch.randn(p.shape, generator=g, dtype=torch.float32)
-            if name.endswith(("norm.weight", "gamma")) or ".norm" in name and name.endswith("weight"):
+            if (
+                name.endswith(("norm.weight", "gamma"))
+                or ".norm" in name
+                and name.endswith("weight")
+            ):
                 p.copy_(1 + 0.1 * noise)
             else:
                 p.copy_(scale * noise)

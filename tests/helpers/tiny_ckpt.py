@@ -41,7 +41,11 @@ def write_checkpoints(root: Path, seed=0) -> tuple[Path, Path]:
 
     tok_dir = train_tokenizer(CAPTIONS, root / "tok", vocab_size=150)
     vocab = len(AutoTokenizer.from_pretrained(str(tok_dir)))
-    t5 = randomize_(UMT5EncoderModel(tiny_umt5_config(vocab, d_model=32, num_heads=4, d_ff=48)), seed=seed + 2, scale=0.2)
+    t5 = randomize_(
+        UMT5EncoderModel(tiny_umt5_config(vocab, d_model=32, num_heads=4, d_ff=48)),
+        seed=seed + 2,
+        scale=0.2,
+    )
     t5.config.openwan_text_len = 512
     dit = randomize_(WanModel(DIT), seed=seed).eval()
     vae = randomize_(WanVAE(VAE), seed=seed + 1, scale=0.05).eval()

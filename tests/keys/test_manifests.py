@@ -69,10 +69,16 @@ def test_dit_manifests_agree_with_the_spec():
     assert m["blocks.0.self_attn.norm_q.weight"] == [1536] and m["blocks.0.norm3.weight"] == [1536]
     assert not any(".norm1." in k or ".norm2." in k for k in m)  # parameter-free norms
     five = _load("dit_ti2v_5B")
-    assert five["patch_embedding.weight"] == [3072, 48, 1, 2, 2] and five["head.head.weight"] == [192, 3072]
+    assert five["patch_embedding.weight"] == [3072, 48, 1, 2, 2] and five["head.head.weight"] == [
+        192,
+        3072,
+    ]
     i2v = _load("dit_i2v_14B")
     assert i2v["patch_embedding.weight"] == [5120, 36, 1, 2, 2]
-    assert i2v["img_emb.proj.1.weight"] == [1280, 1280] and i2v["img_emb.proj.3.weight"] == [5120, 1280]
+    assert i2v["img_emb.proj.1.weight"] == [1280, 1280] and i2v["img_emb.proj.3.weight"] == [
+        5120,
+        1280,
+    ]
     assert i2v["blocks.39.cross_attn.k_img.weight"] == [5120, 5120]
     assert _load("dit_flf2v_14B")["img_emb.emb_pos"] == [1, 514, 1280]
 

@@ -59,7 +59,9 @@ def test_per_token_timesteps_match_diffusers():
     t[:, :6] = 0.0  # first latent frame: TI2V image tokens at t = 0
     with torch.no_grad():
         out = ours(x, t, [ctx[0]])
-        expect = ref(x, t, torch.cat([ctx, torch.zeros(1, 505, cfg.text_dim)], 1), return_dict=False)[0]
+        expect = ref(
+            x, t, torch.cat([ctx, torch.zeros(1, 505, cfg.text_dim)], 1), return_dict=False
+        )[0]
         scalar = ours(x, torch.tensor([700.0]), [ctx[0]])
     assert rel_err(out, expect) < 1e-5
     assert rel_err(out, scalar) > 1e-3  # the t = 0 tokens really change the result

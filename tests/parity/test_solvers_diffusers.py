@@ -20,23 +20,35 @@ def toy_velocity(x, sigma, w, c):
 
 def _inputs():
     g = torch.Generator().manual_seed(1)
-    return torch.randn(1, 4, 3, 5, generator=g), torch.randn(4, 4, generator=g) / 2, torch.randn(
-        1, 4, 3, 5, generator=g
+    return (
+        torch.randn(1, 4, 3, 5, generator=g),
+        torch.randn(4, 4, generator=g) / 2,
+        torch.randn(1, 4, 3, 5, generator=g),
     )
 
 
 def _diffusers_scheduler(solver):
     if solver == "unipc":
         return diffusers.UniPCMultistepScheduler(
-            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=1.0,
-            solver_order=2, solver_type="bh2", predict_x0=True, lower_order_final=True,
+            prediction_type="flow_prediction",
+            use_flow_sigmas=True,
+            flow_shift=1.0,
+            solver_order=2,
+            solver_type="bh2",
+            predict_x0=True,
+            lower_order_final=True,
             final_sigmas_type="zero",
         )
     if solver == "dpm++":
         return diffusers.DPMSolverMultistepScheduler(
-            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=1.0,
-            algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint",
-            lower_order_final=True, final_sigmas_type="zero",
+            prediction_type="flow_prediction",
+            use_flow_sigmas=True,
+            flow_shift=1.0,
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+            solver_type="midpoint",
+            lower_order_final=True,
+            final_sigmas_type="zero",
         )
     return diffusers.FlowMatchEulerDiscreteScheduler(shift=1.0)
 

@@ -84,7 +84,9 @@ def test_chunked_decode_is_causal():
 
 
 def test_backward_through_encode_and_decode():
-    vae = randomize_(WanVAE(CONFIGS["2.1"].replace(dim_mult=(1, 2, 4), temperal_downsample=(True, True))))
+    vae = randomize_(
+        WanVAE(CONFIGS["2.1"].replace(dim_mult=(1, 2, 4), temperal_downsample=(True, True)))
+    )
     assert vae.config.stride == (4, 4, 4)
     x = torch.rand(1, 3, 5, 8, 8) * 2 - 1
     mu, logvar = vae.encode_moments(x)

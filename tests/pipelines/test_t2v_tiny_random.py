@@ -26,8 +26,17 @@ def _noise():
 
 def _run(path, solver="unipc"):
     pipe = WanT2V.from_pretrained(path, device="cpu")
-    req = GenerationRequest(prompt=PROMPT, negative_prompt=NEG, size=SIZE, frame_num=FRAMES,
-                            steps=STEPS, shift=3.0, guide_scale=4.0, solver=solver, seed=7)
+    req = GenerationRequest(
+        prompt=PROMPT,
+        negative_prompt=NEG,
+        size=SIZE,
+        frame_num=FRAMES,
+        steps=STEPS,
+        shift=3.0,
+        guide_scale=4.0,
+        solver=solver,
+        seed=7,
+    )
     return pipe, pipe.generate(req, noise=_noise())
 
 
@@ -49,8 +58,13 @@ def test_generation_matches_diffusers_wan_pipeline(ckpts):
     official, root = ckpts
     pipe, ours = _run(official)
     sched = diffusers.UniPCMultistepScheduler(
-        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0,
-        solver_order=2, solver_type="bh2", lower_order_final=True, final_sigmas_type="zero",
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        flow_shift=3.0,
+        solver_order=2,
+        solver_type="bh2",
+        lower_order_final=True,
+        final_sigmas_type="zero",
     )
     table = make_schedule("unipc", STEPS, 3.0)
     original = sched.set_timesteps
@@ -70,8 +84,14 @@ def test_generation_matches_diffusers_wan_pipeline(ckpts):
     )
     with torch.no_grad():
         latents = ref(
-            prompt=PROMPT, negative_prompt=NEG, height=SIZE[1], width=SIZE[0], num_frames=FRAMES,
-            num_inference_steps=STEPS, guidance_scale=4.0, latents=_noise()[None],
+            prompt=PROMPT,
+            negative_prompt=NEG,
+            height=SIZE[1],
+            width=SIZE[0],
+            num_frames=FRAMES,
+            num_inference_steps=STEPS,
+            guidance_scale=4.0,
+            latents=_noise()[None],
             output_type="latent",
         ).frames
         mean = torch.tensor(ref.vae.config.latents_mean).view(1, 16, 1, 1, 1)
@@ -89,7 +109,9 @@ def _diffusers_model(cls, folder):
     config = json.loads((folder / "config.json").read_text())
     config = {k: v for k, v in config.items() if not k.startswith("_") and k != "clip_output"}
     model = cls(**config)
-    model.load_state_dict(load_file(str(folder / "diffusion_pytorch_model.safetensors")), strict=True)
+    model.load_state_dict(
+        load_file(str(folder / "diffusion_pytorch_model.safetensors")), strict=True
+    )
     return model.eval()
 
 

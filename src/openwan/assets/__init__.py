@@ -17,7 +17,9 @@ def tiny_model_dir(kind: str = "t2v") -> Path:
     try:
         name = TINY_MODELS[kind]
     except KeyError:
-        raise ValueError(f"no embedded tiny model of kind {kind!r}; known: {sorted(TINY_MODELS)}") from None
+        raise ValueError(
+            f"no embedded tiny model of kind {kind!r}; known: {sorted(TINY_MODELS)}"
+        ) from None
     path = ASSETS_DIR / name
     if not (path / "transformer" / "config.json").is_file():
         raise CheckpointError(

@@ -70,7 +70,7 @@ def _rename(key: str, block_table: list[tuple[str, str]], global_table, exact_ta
         rest = m.group(2)
         for a, b in block_table:
             if rest == a or (a.endswith(".") and rest.startswith(a)):
-                return f"blocks.{m.group(1)}.{b}{rest[len(a):]}"
+                return f"blocks.{m.group(1)}.{b}{rest[len(a) :]}"
         return None
     for a, b in global_table:
         if key.startswith(a):

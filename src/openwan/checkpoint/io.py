@@ -55,7 +55,9 @@ def _shards_from_index(index: Path) -> list[Path]:
     try:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
     except (json.JSONDecodeError, KeyError) as e:
-        raise CheckpointError(f"shard index {index} is not a valid safetensors index ({e})") from None
+        raise CheckpointError(
+            f"shard index {index} is not a valid safetensors index ({e})"
+        ) from None
     shards = sorted({index.parent / name for name in weight_map.values()})
     missing = [p.name for p in shards if not p.is_file()]
     if missing:
@@ -74,7 +76,9 @@ def load_state_dict(paths: str | Path | list[Path], device: str = "cpu") -> dict
         part = _load_one(Path(path), device)
         dup = set(part) & set(merged)
         if dup:
-            raise CheckpointError(f"{path} repeats keys already loaded from another shard: {sorted(dup)[:3]}")
+            raise CheckpointError(
+                f"{path} repeats keys already loaded from another shard: {sorted(dup)[:3]}"
+            )
         merged.update(part)
     return merged
 
@@ -116,7 +120,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600 files; give the result the permissions a plain open() would

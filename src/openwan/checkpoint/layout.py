@@ -48,7 +48,11 @@ def locate(root: str | Path, task: TaskSpec | None = None) -> ModelFiles:
         experts = has_experts(root)
         vae_names = [task.vae_file] if task else ["Wan2.1_VAE.pth", "Wan2.2_VAE.pth"]
         vae = next((root / n for n in vae_names if (root / n).is_file()), root / vae_names[0])
-        low, high = task.expert_dirs if task and task.expert_dirs else ("low_noise_model", "high_noise_model")
+        low, high = (
+            task.expert_dirs
+            if task and task.expert_dirs
+            else ("low_noise_model", "high_noise_model")
+        )
         files = ModelFiles(
             layout="official",
             dit=root / low if experts else root,
@@ -60,7 +64,9 @@ def locate(root: str | Path, task: TaskSpec | None = None) -> ModelFiles:
     if files.dit_high is not None:
         _require(files.dit_high / "config.json", "high-noise expert config")
     if not files.vae.exists():
-        raise CheckpointError(f"VAE not found at {files.vae}; the checkpoint folder looks incomplete")
+        raise CheckpointError(
+            f"VAE not found at {files.vae}; the checkpoint folder looks incomplete"
+        )
     if task is not None and task.is_moe and files.dit_high is None:
         raise CheckpointError(
             f"task {task.name} needs two experts (high_noise_model/ and low_noise_model/) in {root}"

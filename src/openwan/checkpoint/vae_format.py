@@ -8,7 +8,13 @@ from typing import Any
 
 import torch
 
-from openwan.checkpoint.io import CheckpointError, atomic_path, find_weights, load_state_dict, save_state_dict
+from openwan.checkpoint.io import (
+    CheckpointError,
+    atomic_path,
+    find_weights,
+    load_state_dict,
+    save_state_dict,
+)
 from openwan.configs.vae import WAN21_VAE, WAN22_VAE, VAEConfig
 from openwan.models.vae import WanVAE
 
@@ -28,14 +34,27 @@ def _stage_prefixes(cfg: VAEConfig) -> list[tuple[str, str]]:
     if cfg.version == "2.2":
         for i in range(n_stages):
             for j in range(cfg.num_res_blocks):
-                pairs.append((f"encoder.downsamples.{i}.downsamples.{j}.", f"encoder.down_blocks.{i}.resnets.{j}."))
+                pairs.append(
+                    (
+                        f"encoder.downsamples.{i}.downsamples.{j}.",
+                        f"encoder.down_blocks.{i}.resnets.{j}.",
+                    )
+                )
             pairs.append(
-                (f"encoder.downsamples.{i}.downsamples.{cfg.num_res_blocks}.", f"encoder.down_blocks.{i}.downsampler.")
+                (
+                    f"encoder.downsamples.{i}.downsamples.{cfg.num_res_blocks}.",
+                    f"encoder.down_blocks.{i}.downsampler.",
+                )
             )
             for j in range(cfg.num_res_blocks + 1):
-                pairs.append((f"decoder.upsamples.{i}.upsamples.{j}.", f"decoder.up_blocks.{i}.resnets.{j}."))
+                pairs.append(
+                    (f"decoder.upsamples.{i}.upsamples.{j}.", f"decoder.up_blocks.{i}.resnets.{j}.")
+                )
             pairs.append(
-                (f"decoder.upsamples.{i}.upsamples.{cfg.num_res_blocks + 1}.", f"decoder.up_blocks.{i}.upsampler.")
+                (
+                    f"decoder.upsamples.{i}.upsamples.{cfg.num_res_blocks + 1}.",
+                    f"decoder.up_blocks.{i}.upsampler.",
+                )
             )
         return pairs
     enc_layers = n_stages * cfg.num_res_blocks + (n_stages - 1)
@@ -94,7 +113,9 @@ def diffusers_to_official(sd: dict[str, torch.Tensor], cfg: VAEConfig) -> dict[s
     inverse = {v: k for k, v in key_map(cfg).items()}
     unknown = sorted(set(sd) - set(inverse))
     if unknown:
-        raise CheckpointError(f"unexpected keys in a diffusers AutoencoderKLWan checkpoint: {unknown[:5]}")
+        raise CheckpointError(
+            f"unexpected keys in a diffusers AutoencoderKLWan checkpoint: {unknown[:5]}"
+        )
     return {inverse[k]: v for k, v in sd.items()}
 
 
@@ -152,7 +173,9 @@ def config_from_official(sd: dict[str, torch.Tensor]) -> VAEConfig:
         dec_dim = sd["decoder.head.2.weight"].shape[1]
     except KeyError as e:
         raise CheckpointError(f"not a Wan VAE checkpoint (missing {e})") from None
-    version = "2.2" if any(k.startswith("encoder.downsamples.0.downsamples.") for k in sd) else "2.1"
+    version = (
+        "2.2" if any(k.startswith("encoder.downsamples.0.downsamples.") for k in sd) else "2.1"
+    )
     base = WAN22_VAE if version == "2.2" else WAN21_VAE
     stats = {} if z == base.z_dim else {"latent_mean": (0.0,) * z, "latent_std": (1.0,) * z}
     return base.replace(dim=int(dim), dec_dim=int(dec_dim), z_dim=int(z), **stats)
@@ -170,7 +193,9 @@ def load_vae(
     if path.is_dir():
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
-            raise CheckpointError(f"{path} has no config.json (expected a diffusers AutoencoderKLWan folder)")
+            raise CheckpointError(
+                f"{path} has no config.json (expected a diffusers AutoencoderKLWan folder)"
+            )
         raw = json.loads(cfg_file.read_text(encoding="utf-8"))
         cfg = config or config_from_diffusers(raw)
         sd = load_state_dict(find_weights(path))
@@ -193,7 +218,9 @@ def load_vae(
             raise CheckpointError(
                 f"{path}: {key} has shape {tuple(sd[key].shape)} in the checkpoint but {tuple(t.shape)} in the model"
             )
-    vae.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in sd.items()}, strict=True, assign=True)
+    vae.load_state_dict(
+        {k: v.to(device=device, dtype=dtype) for k, v in sd.items()}, strict=True, assign=True
+    )
     return vae.eval()
 
 
@@ -211,9 +238,13 @@ def save_vae(vae: WanVAE, path: str | Path, format: str = "official") -> Path:
     if format != "diffusers":
         raise ValueError(f"unknown checkpoint format {format!r}; use 'official' or 'diffusers'")
     path.mkdir(parents=True, exist_ok=True)
-    save_state_dict(official_to_diffusers(sd, vae.config), path / "diffusion_pytorch_model.safetensors")
+    save_state_dict(
+        official_to_diffusers(sd, vae.config), path / "diffusion_pytorch_model.safetensors"
+    )
     with atomic_path(path / "config.json") as tmp:
-        tmp.write_text(json.dumps(config_to_diffusers(vae.config), indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(
+            json.dumps(config_to_diffusers(vae.config), indent=2) + "\n", encoding="utf-8"
+        )
     return path
 
 

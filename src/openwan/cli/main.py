@@ -41,12 +41,26 @@ def _flag(parser: argparse.ArgumentParser, name: str, **kw: object) -> None:
 
 
 def add_generate_args(p: argparse.ArgumentParser) -> None:
-    _flag(p, "task", default=None, help="task name, e.g. t2v-1.3B, t2v-14B, t2i-14B, t2v-A14B, ti2v-5B, "
-          "t2v-tiny (default: t2v-tiny without --ckpt-dir, else recognised from the checkpoint)")
-    _flag(p, "ckpt_dir", default=None, help="official or diffusers checkpoint folder "
-          "(default: the embedded tiny model)")
+    _flag(
+        p,
+        "task",
+        default=None,
+        help="task name, e.g. t2v-1.3B, t2v-14B, t2i-14B, t2v-A14B, ti2v-5B, "
+        "t2v-tiny (default: t2v-tiny without --ckpt-dir, else recognised from the checkpoint)",
+    )
+    _flag(
+        p,
+        "ckpt_dir",
+        default=None,
+        help="official or diffusers checkpoint folder (default: the embedded tiny model)",
+    )
     _flag(p, "prompt", default=None, help="what the video should show")
-    _flag(p, "negative_prompt", default=None, help="what to avoid (default: the official negative prompt)")
+    _flag(
+        p,
+        "negative_prompt",
+        default=None,
+        help="what to avoid (default: the official negative prompt)",
+    )
     p.add_argument("--neg_prompt", dest="negative_prompt", help=argparse.SUPPRESS)
     _flag(p, "size", default=None, help="WIDTH*HEIGHT, e.g. 832*480 (default: the task's)")
     _flag(p, "frame_num", type=int, default=None, help="number of frames, 4n+1 (1 = an image)")
@@ -56,22 +70,44 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     _flag(p, "sample_solver", default=None, choices=["unipc", "dpm++", "euler"], help="solver")
     _flag(p, "base_seed", type=int, default=-1, help="random seed (< 0: random)")
     p.add_argument("--seed", dest="base_seed", type=int, help="same as --base-seed")
-    _flag(p, "save_file", default=None, help="output .mp4 (or .png for one frame); default: a "
-          "descriptive name in the current folder")
-    _flag(p, "offload_model", type=str2bool, default=None, help="move models to the CPU when idle "
-          "(default: true on one GPU, false on CPU)")
+    _flag(
+        p,
+        "save_file",
+        default=None,
+        help="output .mp4 (or .png for one frame); default: a "
+        "descriptive name in the current folder",
+    )
+    _flag(
+        p,
+        "offload_model",
+        type=str2bool,
+        default=None,
+        help="move models to the CPU when idle (default: true on one GPU, false on CPU)",
+    )
     _flag(p, "t5_cpu", action="store_true", help="run the text encoder on the CPU")
     _flag(p, "device", default=None, help="cpu or cuda[:N] (default: cuda if available)")
-    _flag(p, "dtype", default=None, choices=["fp32", "bf16"], help="DiT weight dtype "
-          "(default: fp32 on CPU, bf16 on CUDA)")
-    p.add_argument("--convert_model_dtype", dest="dtype", action="store_const", const="bf16",
-                   help=argparse.SUPPRESS)
+    _flag(
+        p,
+        "dtype",
+        default=None,
+        choices=["fp32", "bf16"],
+        help="DiT weight dtype (default: fp32 on CPU, bf16 on CUDA)",
+    )
+    p.add_argument(
+        "--convert_model_dtype",
+        dest="dtype",
+        action="store_const",
+        const="bf16",
+        help=argparse.SUPPRESS,
+    )
     _flag(p, "ulysses_size", type=int, default=1, help=argparse.SUPPRESS)
     _flag(p, "ring_size", type=int, default=1, help=argparse.SUPPRESS)
     _flag(p, "quiet", action="store_true", help="no progress bar")
 
 
-def default_output_name(task: str, size: tuple[int, int], prompt: str, seed: int, image: bool) -> str:
+def default_output_name(
+    task: str, size: tuple[int, int], prompt: str, seed: int, image: bool
+) -> str:
     slug = re.sub(r"[^\w]+", "_", prompt.lower(), flags=re.UNICODE).strip("_")[:50] or "video"
     return f"{task}_{size[0]}x{size[1]}_{slug}_{seed}.{'png' if image else 'mp4'}"
 
@@ -96,9 +132,13 @@ def run_generate(args: argparse.Namespace) -> int:
     from openwan.pipelines.t2v import WanT2V
 
     if args.prompt is None:
-        raise ValueError("--prompt is required, e.g. --prompt 'a red circle moving from left to right'")
+        raise ValueError(
+            "--prompt is required, e.g. --prompt 'a red circle moving from left to right'"
+        )
     if args.ulysses_size != 1 or args.ring_size != 1:
-        raise ValueError("sequence parallelism (--ulysses-size/--ring-size > 1) is not available yet")
+        raise ValueError(
+            "sequence parallelism (--ulysses-size/--ring-size > 1) is not available yet"
+        )
     if args.save_file:
         check_writable(Path(args.save_file))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -143,8 +183,12 @@ def run_generate(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     req = result.request
-    out = Path(args.save_file) if args.save_file else Path(
-        default_output_name(pipe.task.name, req.size, req.prompt, req.seed, result.is_image)
+    out = (
+        Path(args.save_file)
+        if args.save_file
+        else Path(
+            default_output_name(pipe.task.name, req.size, req.prompt, req.seed, result.is_image)
+        )
     )
     meta = {"openwan": __version__, **req.as_metadata()}
     if result.is_image and out.suffix.lower() != ".mp4":
@@ -156,7 +200,9 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="openwan", description="Wan video models: generate, train, evaluate.")
+    parser = argparse.ArgumentParser(
+        prog="openwan", description="Wan video models: generate, train, evaluate."
+    )
     parser.add_argument("--version", action="version", version=f"openwan {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -9,21 +9,28 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("train-vae", help="train a Wan-VAE (default: the tiny shapes-world VAE)")
     p.add_argument("--config", default=None, help="TOML/JSON file with VAETrainConfig keys")
-    p.add_argument("--run-dir", default=None, help="where checkpoints, metrics.jsonl and loss.png go")
+    p.add_argument(
+        "--run-dir", default=None, help="where checkpoints, metrics.jsonl and loss.png go"
+    )
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--resume", default=None, help="checkpoint path, or 'latest' in the run dir")
     p.add_argument("--export", default=None, help="write the EMA VAE here (diffusers vae/ folder)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run_train_vae)
 
-    d = sub.add_parser("train", help="train a DiT with flow matching (default: the tiny shapes model)")
+    d = sub.add_parser(
+        "train", help="train a DiT with flow matching (default: the tiny shapes model)"
+    )
     d.add_argument("--config", default=None, help="TOML/JSON file with DiTTrainConfig keys")
     d.add_argument("--run-dir", default=None)
     d.add_argument("--steps", type=int, default=None)
     d.add_argument("--vae", default=None, help="trained VAE folder (diffusers layout)")
     d.add_argument("--resume", default=None, help="checkpoint path, or 'latest' in the run dir")
-    d.add_argument("--export", default=None, help="write the whole EMA model here (transformer/, vae/, "
-                   "text_encoder/, tokenizer/)")
+    d.add_argument(
+        "--export",
+        default=None,
+        help="write the whole EMA model here (transformer/, vae/, text_encoder/, tokenizer/)",
+    )
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=run_train_dit)
 
@@ -46,7 +53,9 @@ def run_train_dit(args: argparse.Namespace) -> int:
     from openwan.training.common import load_config
     from openwan.training.flow import DiTTrainConfig, export_model, train_dit
 
-    cfg = load_config(DiTTrainConfig, args.config, {"run_dir": args.run_dir, "steps": args.steps, "vae": args.vae})
+    cfg = load_config(
+        DiTTrainConfig, args.config, {"run_dir": args.run_dir, "steps": args.steps, "vae": args.vae}
+    )
     result = train_dit(cfg, resume=args.resume, show_progress=not args.quiet)
     if args.export:
         export_model(result, Path(args.export))

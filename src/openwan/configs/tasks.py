@@ -177,4 +177,6 @@ def get_task(name: str) -> TaskSpec:
     try:
         return TASKS[name]
     except KeyError:
-        raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(sorted(TASKS))}") from None
+        raise ValueError(
+            f"unknown task {name!r}; choose one of: {', '.join(sorted(TASKS))}"
+        ) from None

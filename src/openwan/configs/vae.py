@@ -35,7 +35,9 @@ WAN22_LATENT_STD = (
 
 @dataclass(frozen=True)
 class VAEConfig:
-    version: str = "2.1"  # "2.1" (z16, plain residual stack) | "2.2" (z48, patchified, residual stages)
+    version: str = (
+        "2.1"  # "2.1" (z16, plain residual stack) | "2.2" (z48, patchified, residual stages)
+    )
     dim: int = 96  # encoder base width
     dec_dim: int = 96  # decoder base width (2.1: same as dim; 2.2: 256)
     z_dim: int = 16

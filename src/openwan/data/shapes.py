@@ -214,7 +214,9 @@ def to_tensor(video: np.ndarray) -> torch.Tensor:
 class ShapesWorld:
     """An endless, deterministic dataset of (video, caption, scene)."""
 
-    def __init__(self, seed: int = 0, frames: int = 17, size: int = 64, split: str = "train") -> None:
+    def __init__(
+        self, seed: int = 0, frames: int = 17, size: int = 64, split: str = "train"
+    ) -> None:
         self.seed, self.frames, self.size, self.split = seed, frames, size, split
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, str, Scene]:

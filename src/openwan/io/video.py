@@ -25,7 +25,9 @@ def to_uint8_frames(video: torch.Tensor | np.ndarray) -> np.ndarray:
     """
     if isinstance(video, np.ndarray):
         if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
-            raise ValueError(f"expected a uint8 array [F, H, W, 3], got {video.dtype} {video.shape}")
+            raise ValueError(
+                f"expected a uint8 array [F, H, W, 3], got {video.dtype} {video.shape}"
+            )
         return video
     if video.ndim == 5:
         video = video[0]
@@ -58,19 +60,18 @@ def save_video(
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     try:
-        with atomic_path(path) as tmp:
-            with av.open(str(tmp), mode="w", format="mp4") as container:
-                if metadata:
-                    container.metadata["comment"] = json.dumps(metadata, ensure_ascii=False)
-                stream = container.add_stream("libx264", rate=fps)
-                stream.width = frames.shape[2]
-                stream.height = frames.shape[1]
-                stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": str(crf), "preset": "medium"}
-                for frame in frames:
-                    packet = stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24"))
-                    container.mux(packet)
-                container.mux(stream.encode())
+        with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+            if metadata:
+                container.metadata["comment"] = json.dumps(metadata, ensure_ascii=False)
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width = frames.shape[2]
+            stream.height = frames.shape[1]
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": str(crf), "preset": "medium"}
+            for frame in frames:
+                packet = stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24"))
+                container.mux(packet)
+            container.mux(stream.encode())
     except OSError as e:
         raise MediaError(f"cannot write {path}: {e.strerror or e}") from None
     return path

@@ -118,14 +118,18 @@ class WanAttentionBlock(nn.Module):
         self.norm1 = FP32LayerNorm(dim, eps, elementwise_affine=False)
         self.self_attn = WanSelfAttention(dim, config.num_heads, config.qk_norm, eps)
         self.norm3 = (
-            FP32LayerNorm(dim, eps, elementwise_affine=True) if config.cross_attn_norm else nn.Identity()
+            FP32LayerNorm(dim, eps, elementwise_affine=True)
+            if config.cross_attn_norm
+            else nn.Identity()
         )
         self.cross_attn = WanCrossAttention(
             dim, config.num_heads, config.qk_norm, eps, image=config.has_image_embedding
         )
         self.norm2 = FP32LayerNorm(dim, eps, elementwise_affine=False)
         self.ffn = nn.Sequential(
-            nn.Linear(dim, config.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(config.ffn_dim, dim)
+            nn.Linear(dim, config.ffn_dim),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(config.ffn_dim, dim),
         )
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
         self.text_len = config.text_len
@@ -146,7 +150,9 @@ class WanAttentionBlock(nn.Module):
 
 # ----------------------------------------------------------------------------- head
 class Head(nn.Module):
-    def __init__(self, dim: int, out_dim: int, patch_size: tuple[int, int, int], eps: float) -> None:
+    def __init__(
+        self, dim: int, out_dim: int, patch_size: tuple[int, int, int], eps: float
+    ) -> None:
         super().__init__()
         self.norm = FP32LayerNorm(dim, eps, elementwise_affine=False)
         self.head = nn.Linear(dim, math.prod(patch_size) * out_dim)
@@ -215,7 +221,9 @@ class WanModel(nn.Module):
         if y is not None:
             x = torch.cat([x, y.to(x.dtype)], dim=1)  # noise channels first, then the condition
         if x.ndim != 5 or x.shape[1] != cfg.in_dim:
-            raise ValueError(f"expected x of shape [B, {cfg.in_dim}, F, H, W], got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected x of shape [B, {cfg.in_dim}, F, H, W], got {tuple(x.shape)}"
+            )
         pt, ph, pw = cfg.patch_size
         if x.shape[2] % pt or x.shape[3] % ph or x.shape[4] % pw:
             raise ValueError(
@@ -241,7 +249,9 @@ class WanModel(nn.Module):
         cos, sin = rope_cos_sin(angles)
         return tokens, e, e0, ctx, TokenLayout(grid=grid, k_lens=k_lens, cos=cos, sin=sin)
 
-    def time_embed(self, t: torch.Tensor, batch: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def time_embed(
+        self, t: torch.Tensor, batch: int, length: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """t ``[B]`` (one timestep per sample) or ``[B, L]`` (per token, Wan2.2 TI2V).
 
         fp32 island: sinusoid, time MLP and projection all in fp32.
@@ -252,10 +262,14 @@ class WanModel(nn.Module):
             t = t.expand(batch) if t.shape[0] == 1 else t
             t = t[:, None]  # [B, 1]
         if t.shape[0] != batch or t.shape[1] not in (1, length):
-            raise ValueError(f"timesteps of shape {tuple(t.shape)} do not fit {batch} x {length} tokens")
+            raise ValueError(
+                f"timesteps of shape {tuple(t.shape)} do not fit {batch} x {length} tokens"
+            )
         sin = sinusoidal_embedding(t, self.config.freq_dim)  # [B, 1|L, freq_dim]
         e = linear_fp32(self.time_embedding[2], F.silu(linear_fp32(self.time_embedding[0], sin)))
-        e0 = linear_fp32(self.time_projection[1], F.silu(e)).unflatten(-1, (6, -1))  # [B, 1|L, 6, dim]
+        e0 = linear_fp32(self.time_projection[1], F.silu(e)).unflatten(
+            -1, (6, -1)
+        )  # [B, 1|L, 6, dim]
         return e, e0
 
     def embed_context(
@@ -269,7 +283,9 @@ class WanModel(nn.Module):
             if c.ndim != 2 or c.shape[1] != cfg.text_dim:
                 raise ValueError(f"context rows must be [L, {cfg.text_dim}], got {tuple(c.shape)}")
             if c.shape[0] > cfg.text_len:
-                raise ValueError(f"context has {c.shape[0]} tokens; the model takes at most {cfg.text_len}")
+                raise ValueError(
+                    f"context has {c.shape[0]} tokens; the model takes at most {cfg.text_len}"
+                )
             padded.append(F.pad(c, (0, 0, 0, cfg.text_len - c.shape[0])))
         ctx = in_weight_dtype(self.text_embedding, torch.stack(padded))  # [B, text_len, dim]
         if cfg.has_image_embedding:
@@ -311,7 +327,9 @@ class WanModel(nn.Module):
 
         t is used as given (0..1000 scale, fractional values allowed).
         """
-        tokens, e, e0, ctx, layout = self.embed(x, t, context, y=y, clip_fea=clip_fea, seq_len=seq_len)
+        tokens, e, e0, ctx, layout = self.embed(
+            x, t, context, y=y, clip_fea=clip_fea, seq_len=seq_len
+        )
         tokens = self.run_blocks(tokens, e0, ctx, layout)
         out = self.head(tokens, e)  # [B, S, prod(patch) * out_dim] fp32
         return self.unpatchify(out, layout.grid)

@@ -95,7 +95,9 @@ class T5TextEncoder(nn.Module):
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         device = next(self.model.parameters()).device
-        return self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+        return self.model(
+            input_ids=ids.to(device), attention_mask=mask.to(device)
+        ).last_hidden_state
 
     def encode(self, prompts: Sequence[str]) -> list[torch.Tensor]:
         ids, mask = self.tokenize(prompts)
@@ -129,7 +131,9 @@ def _load_hf(folder: Path, dtype: torch.dtype) -> nn.Module:
     from transformers import UMT5EncoderModel
 
     try:
-        return UMT5EncoderModel.from_pretrained(str(folder), dtype=dtype, local_files_only=True).eval()
+        return UMT5EncoderModel.from_pretrained(
+            str(folder), dtype=dtype, local_files_only=True
+        ).eval()
     except (OSError, ValueError) as e:
         raise CheckpointError(f"cannot load the text encoder from {folder}: {e}") from None
 

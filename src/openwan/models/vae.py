@@ -61,7 +61,7 @@ class CausalConv3d(nn.Conv3d):
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
-        pt, ph, pw = self.padding  # type: ignore[misc]
+        pt, ph, pw = self.padding  # type: ignore[misc,has-type]
         self.causal_pad = (pw, pw, ph, ph, 2 * pt, 0)
         self.padding = (0, 0, 0)
 
@@ -114,7 +114,9 @@ class Resample(nn.Module):
         if mode in ("upsample2d", "upsample3d"):
             self.resample = nn.Sequential(Upsample(), nn.Conv2d(dim, out_dim, 3, padding=1))
         elif mode in ("downsample2d", "downsample3d"):
-            self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=2))
+            self.resample = nn.Sequential(
+                nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=2)
+            )
         else:
             raise ValueError(f"unknown resample mode {mode!r}")
         if mode == "upsample3d":
@@ -144,7 +146,11 @@ class Resample(nn.Module):
         cache.put(tail)
         b, c2, t, h, w = y.shape
         # channels [A | B] become consecutive frames A0, B0, A1, B1, ...
-        return y.view(b, 2, c2 // 2, t, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b, c2 // 2, 2 * t, h, w)
+        return (
+            y.view(b, 2, c2 // 2, t, h, w)
+            .permute(0, 2, 3, 1, 4, 5)
+            .reshape(b, c2 // 2, 2 * t, h, w)
+        )
 
     def _halve_frames(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
         # The first chunk (frame 0) stays one frame; later chunks convolve with the last cached frame.
@@ -234,7 +240,9 @@ class DupUp3D(nn.Module):
 class DownStage(nn.Module):
     """2.2 encoder stage: residual blocks (+ resample) plus an AvgDown3D shortcut of the input."""
 
-    def __init__(self, in_dim: int, out_dim: int, blocks: int, t_down: bool, down: bool, dropout: float):
+    def __init__(
+        self, in_dim: int, out_dim: int, blocks: int, t_down: bool, down: bool, dropout: float
+    ):
         super().__init__()
         self.avg_shortcut = AvgDown3D(in_dim, out_dim, 2 if t_down else 1, 2 if down else 1)
         layers: list[nn.Module] = []
@@ -255,7 +263,9 @@ class DownStage(nn.Module):
 class UpStage(nn.Module):
     """2.2 decoder stage: residual blocks (+ resample) plus a DupUp3D shortcut when upsampling."""
 
-    def __init__(self, in_dim: int, out_dim: int, blocks: int, t_up: bool, up: bool, dropout: float):
+    def __init__(
+        self, in_dim: int, out_dim: int, blocks: int, t_up: bool, up: bool, dropout: float
+    ):
         super().__init__()
         self.avg_shortcut = DupUp3D(in_dim, out_dim, 2 if t_up else 1, 2) if up else None
         layers: list[nn.Module] = []
@@ -277,11 +287,15 @@ class UpStage(nn.Module):
 
 
 def _head(dim: int, out: int) -> nn.Sequential:
-    return nn.Sequential(RMS_norm(dim, images=False), nn.SiLU(), CausalConv3d(dim, out, 3, padding=1))
+    return nn.Sequential(
+        RMS_norm(dim, images=False), nn.SiLU(), CausalConv3d(dim, out, 3, padding=1)
+    )
 
 
 def _middle(dim: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(ResidualBlock(dim, dim, dropout), AttentionBlock(dim), ResidualBlock(dim, dim, dropout))
+    return nn.Sequential(
+        ResidualBlock(dim, dim, dropout), AttentionBlock(dim), ResidualBlock(dim, dim, dropout)
+    )
 
 
 def _run(stack: nn.Sequential, x: torch.Tensor, cache: CausalCache | None) -> torch.Tensor:
@@ -306,7 +320,9 @@ class Encoder3d(nn.Module):
         for i, (din, dout) in enumerate(zip(dims[:-1], dims[1:])):
             t_down = cfg.temperal_downsample[i] if i < len(cfg.temperal_downsample) else False
             if cfg.version == "2.2":
-                layers.append(DownStage(din, dout, cfg.num_res_blocks, t_down, i != last, cfg.dropout))
+                layers.append(
+                    DownStage(din, dout, cfg.num_res_blocks, t_down, i != last, cfg.dropout)
+                )
                 continue
             for _ in range(cfg.num_res_blocks):
                 layers.append(ResidualBlock(din, dout, cfg.dropout))
@@ -337,14 +353,18 @@ class Decoder3d(nn.Module):
         for i, dout in enumerate(dims[1:]):
             t_up = t_up_flags[i] if i < len(t_up_flags) else False
             if cfg.version == "2.2":
-                layers.append(UpStage(dims[i], dout, cfg.num_res_blocks + 1, t_up, i != last, cfg.dropout))
+                layers.append(
+                    UpStage(dims[i], dout, cfg.num_res_blocks + 1, t_up, i != last, cfg.dropout)
+                )
                 continue
             for _ in range(cfg.num_res_blocks + 1):
                 layers.append(ResidualBlock(din, dout, cfg.dropout))
                 din = dout
             if i != last:
                 # 2.1: the upsampling conv halves the width
-                layers.append(Resample(dout, "upsample3d" if t_up else "upsample2d", out_dim=dout // 2))
+                layers.append(
+                    Resample(dout, "upsample3d" if t_up else "upsample2d", out_dim=dout // 2)
+                )
                 din = dout // 2
         self.upsamples = nn.Sequential(*layers)
         self.head = _head(dims[-1], 3 * cfg.patch_size**2)
@@ -361,7 +381,9 @@ def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
     if p == 1:
         return x
     b, c, t, h, w = x.shape
-    x = x.view(b, c, t, h // p, p, w // p, p).permute(0, 1, 6, 4, 2, 3, 5)  # [B,C,r(col),q(row),T,h,w]
+    x = x.view(b, c, t, h // p, p, w // p, p).permute(
+        0, 1, 6, 4, 2, 3, 5
+    )  # [B,C,r(col),q(row),T,h,w]
     return x.reshape(b, c * p * p, t, h // p, w // p)
 
 
@@ -385,7 +407,9 @@ class WanVAE(nn.Module):
 
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (1, self.config.z_dim, 1, 1, 1)
-        mean = torch.tensor(self.config.latent_mean, device=like.device, dtype=like.dtype).view(shape)
+        mean = torch.tensor(self.config.latent_mean, device=like.device, dtype=like.dtype).view(
+            shape
+        )
         std = torch.tensor(self.config.latent_std, device=like.device, dtype=like.dtype).view(shape)
         return mean, std
 
@@ -418,10 +442,14 @@ class WanVAE(nn.Module):
         mean, std = self._stats(mu)
         return (mu - mean) / std
 
-    def decode(self, z: torch.Tensor, *, clamp: bool = True, normalized: bool = True) -> torch.Tensor:
+    def decode(
+        self, z: torch.Tensor, *, clamp: bool = True, normalized: bool = True
+    ) -> torch.Tensor:
         """Latent ``[B, z, T, h, w]`` -> video ``[B, 3, 1+4(T-1), H, W]``, clamped to [-1, 1]."""
         if z.ndim != 5 or z.shape[1] != self.config.z_dim:
-            raise ValueError(f"expected a latent [B, {self.config.z_dim}, T, h, w], got {tuple(z.shape)}")
+            raise ValueError(
+                f"expected a latent [B, {self.config.z_dim}, T, h, w], got {tuple(z.shape)}"
+            )
         z = z.to(self.conv2.weight.dtype)
         if normalized:
             mean, std = self._stats(z)

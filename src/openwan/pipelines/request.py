@@ -34,7 +34,9 @@ class GenerationRequest:
         """Fill defaults from the task and validate everything."""
         prompt = (self.prompt or "").strip()
         if not prompt:
-            raise RequestError("the prompt is empty; describe the video, e.g. --prompt 'a red circle moving from left to right'")
+            raise RequestError(
+                "the prompt is empty; describe the video, e.g. --prompt 'a red circle moving from left to right'"
+            )
         negative = self.negative_prompt or task.negative_prompt
         size = self.size if self.size is not None else parse_size(task.default_size)
         frame_num = task.frame_num if self.frame_num is None else int(self.frame_num)

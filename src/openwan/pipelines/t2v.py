@@ -94,7 +94,9 @@ class WanT2V:
             dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
         load_dev = "cpu" if offload_model else dev
         dit = load_dit(files.dit, dtype=dtype, device=load_dev)
-        dit_high = load_dit(files.dit_high, dtype=dtype, device=load_dev) if files.dit_high else None
+        dit_high = (
+            load_dit(files.dit_high, dtype=dtype, device=load_dev) if files.dit_high else None
+        )
         vae = load_vae(files.vae, dtype=torch.float32, device=load_dev)
         if spec is None:
             spec = infer_task(dit.config, vae.config, has_experts=dit_high is not None)
@@ -157,7 +159,9 @@ class WanT2V:
             run_on_cpu=self.t5_cpu,
             offload=self.offload_model,
         )
-        shape = stages.latent_shape(self.vae.config.z_dim, self.vae.config.stride, req.frame_num, req.size)
+        shape = stages.latent_shape(
+            self.vae.config.z_dim, self.vae.config.stride, req.frame_num, req.size
+        )
         if noise is None:
             noise = stages.initial_noise(shape, req.seed, self.device)
         elif tuple(noise.shape) != shape:
@@ -186,7 +190,9 @@ class WanT2V:
                     m.to("cpu")
             self.vae.to(self.device)
         video = stages.decode(self.vae, latent)
-        return GenerationResult(video=video, request=req, fps=self.task.fps, is_image=req.frame_num == 1)
+        return GenerationResult(
+            video=video, request=req, fps=self.task.fps, is_image=req.frame_num == 1
+        )
 
     def check_prompt_length(self, prompt: str) -> None:
         """Refuse prompts the text encoder would silently truncate."""

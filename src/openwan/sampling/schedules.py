@@ -66,7 +66,9 @@ def make_schedule(solver: str, steps: int, shift: float) -> Schedule:
     try:
         fn = SCHEDULES[solver]
     except KeyError:
-        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SCHEDULES)}") from None
+        raise ValueError(
+            f"unknown solver {solver!r}; choose one of {', '.join(SCHEDULES)}"
+        ) from None
     return fn(steps, shift)
 
 

@@ -29,7 +29,11 @@ def _lam(sigma: torch.Tensor) -> torch.Tensor:
 
 
 def _finish_step(
-    i: int, x: torch.Tensor, dtype: torch.dtype, callback: Callback | None, post_step: PostStep | None
+    i: int,
+    x: torch.Tensor,
+    dtype: torch.dtype,
+    callback: Callback | None,
+    post_step: PostStep | None,
 ) -> torch.Tensor:
     x = x.to(dtype)
     if post_step is not None:
@@ -130,7 +134,9 @@ def unipc_solve(
     return x
 
 
-def _unip(x: torch.Tensor, ms: list[torch.Tensor], sig: torch.Tensor, k: int, order: int) -> torch.Tensor:
+def _unip(
+    x: torch.Tensor, ms: list[torch.Tensor], sig: torch.Tensor, k: int, order: int
+) -> torch.Tensor:
     """Predictor from sigma_k to sigma_{k+1}."""
     s_t, s_0 = sig[k + 1], sig[k]
     h = _lam(s_t) - _lam(s_0)

@@ -26,7 +26,9 @@ T = TypeVar("T")
 KEEP_CHECKPOINTS = 2
 
 
-def load_config(cls: type[T], path: str | Path | None, overrides: dict[str, Any] | None = None) -> T:
+def load_config(
+    cls: type[T], path: str | Path | None, overrides: dict[str, Any] | None = None
+) -> T:
     """A dataclass from a TOML or JSON file (unknown keys are an error) plus overrides."""
     raw: dict[str, Any] = {}
     if path is not None:
@@ -158,4 +160,6 @@ class MetricsLog:
 def progress(total: int, initial: int, desc: str, enabled: bool = True):  # type: ignore[no-untyped-def]
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", file=sys.stderr, disable=not enabled)
+    return tqdm(
+        total=total, initial=initial, desc=desc, unit="step", file=sys.stderr, disable=not enabled
+    )

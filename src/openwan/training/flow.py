@@ -108,7 +108,9 @@ def latent_cache(cfg: DiTTrainConfig, run_dir: Path) -> tuple[torch.Tensor, list
         if data["latents"].shape[0] == cfg.latent_clips:
             return data["latents"], [Scene(**s) for s in meta]
     if cfg.vae is None:
-        raise ValueError("training the DiT needs a trained VAE: pass --vae <folder> (see openwan train-vae)")
+        raise ValueError(
+            "training the DiT needs a trained VAE: pass --vae <folder> (see openwan train-vae)"
+        )
     vae = load_vae(cfg.vae)
     world = ShapesWorld(seed=cfg.seed + 1, frames=cfg.frames, size=cfg.size, split="train")
     latents, scenes = [], []
@@ -134,7 +136,11 @@ def sample_sigmas(cfg: DiTTrainConfig, n: int, gen: torch.Generator) -> torch.Te
 
 
 def flow_loss(
-    dit: WanModel, context: list[torch.Tensor], x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor
+    dit: WanModel,
+    context: list[torch.Tensor],
+    x0: torch.Tensor,
+    sigma: torch.Tensor,
+    noise: torch.Tensor,
 ) -> torch.Tensor:
     s = sigma.view(-1, 1, 1, 1, 1)
     xt = (1 - s) * x0 + s * noise
@@ -171,7 +177,9 @@ def build(cfg: DiTTrainConfig, run_dir: Path) -> tuple[Denoiser, T5TextEncoder, 
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
     torch.manual_seed(cfg.seed)
     t5 = UMT5EncoderModel(
-        tiny_umt5_config(len(tokenizer), cfg.t5_dim, cfg.t5_layers, cfg.t5_heads, cfg.t5_ff, cfg.text_len)
+        tiny_umt5_config(
+            len(tokenizer), cfg.t5_dim, cfg.t5_layers, cfg.t5_heads, cfg.t5_ff, cfg.text_len
+        )
     )
     dit = WanModel(dit_config(cfg))
     dit.init_weights()
@@ -181,11 +189,15 @@ def build(cfg: DiTTrainConfig, run_dir: Path) -> tuple[Denoiser, T5TextEncoder, 
     return Denoiser(dit, t5), encoder, tok_dir
 
 
-def train_dit(cfg: DiTTrainConfig, resume: str | None = None, show_progress: bool = True) -> TrainResult:
+def train_dit(
+    cfg: DiTTrainConfig, resume: str | None = None, show_progress: bool = True
+) -> TrainResult:
     run_dir = Path(cfg.run_dir)
     model, encoder, tok_dir = build(cfg, run_dir)
     latents, scenes = latent_cache(cfg, run_dir)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
+    )
     ema = common.EMA(model, cfg.ema_decay)
     start = 0
     if resume:
@@ -223,13 +235,13 @@ def train_dit(cfg: DiTTrainConfig, resume: str | None = None, show_progress: boo
         if (step + 1) % cfg.log_every == 0:
             metrics.write({"step": step + 1, "loss": loss.item(), "time": time.perf_counter() - t0})
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
-            state: dict[str, Any] = {
+            ckpt: dict[str, Any] = {
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
                 "ema": ema.shadow,
                 "config": json.dumps(asdict(cfg)),
             }
-            common.save_checkpoint(run_dir, step + 1, state)
+            common.save_checkpoint(run_dir, step + 1, ckpt)
             metrics.plot()
     bar.close()
     ema.copy_to(model)

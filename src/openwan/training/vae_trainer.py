@@ -92,7 +92,9 @@ def train_vae(cfg: VAETrainConfig, resume: str | None = None, show_progress: boo
     torch.manual_seed(cfg.seed)
     vae = WanVAE(vae_config(cfg))
     vae.init_weights()
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(
+        vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
+    )
     ema = common.EMA(vae, cfg.ema_decay)
     start = 0
     if resume:
@@ -108,7 +110,9 @@ def train_vae(cfg: VAETrainConfig, resume: str | None = None, show_progress: boo
     for step in range(start, cfg.steps):
         for group in opt.param_groups:
             group["lr"] = common.lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
-        loss, parts = vae_loss(vae, batch(world, step, cfg.batch_size), cfg, common.step_generator(cfg.seed, step))
+        loss, parts = vae_loss(
+            vae, batch(world, step, cfg.batch_size), cfg, common.step_generator(cfg.seed, step)
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -117,12 +121,19 @@ def train_vae(cfg: VAETrainConfig, resume: str | None = None, show_progress: boo
         bar.update(1)
         bar.set_postfix(loss=f"{float(loss):.4f}")
         if (step + 1) % cfg.log_every == 0:
-            metrics.write({"step": step + 1, "loss": float(loss), **parts, "time": time.perf_counter() - t0})
+            metrics.write(
+                {"step": step + 1, "loss": float(loss), **parts, "time": time.perf_counter() - t0}
+            )
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
             common.save_checkpoint(
                 run_dir,
                 step + 1,
-                {"model": vae.state_dict(), "optimizer": opt.state_dict(), "ema": ema.shadow, "config": asdict(cfg)},
+                {
+                    "model": vae.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "ema": ema.shadow,
+                    "config": asdict(cfg),
+                },
             )
             metrics.plot()
     bar.close()
@@ -131,7 +142,9 @@ def train_vae(cfg: VAETrainConfig, resume: str | None = None, show_progress: boo
 
 
 @torch.no_grad()
-def with_latent_stats(vae: WanVAE, clips: int, frames: int = 17, size: int = 64, seed: int = 123) -> WanVAE:
+def with_latent_stats(
+    vae: WanVAE, clips: int, frames: int = 17, size: int = 64, seed: int = 123
+) -> WanVAE:
     """Return the VAE with its config's per-channel latent mean/std measured on shapes clips
     (what the official latent normalisation constants are)."""
     world = ShapesWorld(seed=seed, frames=frames, size=size, split="train")

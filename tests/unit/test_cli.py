@@ -1,0 +1,83 @@
+"""The openwan command: official flag spellings, one-line errors, no partial outputs."""
+
+import pytest
+
+from openwan.cli.main import build_parser, default_output_name, main
+
+
+def test_official_spellings_parse_to_the_same_request():
+    p = build_parser()
+    official = p.parse_args(
+        "generate --task t2v-1.3B --size 832*480 --ckpt_dir ./w --frame_num 81 --sample_steps 50 "
+        "--sample_shift 5 --sample_guide_scale 6 --sample_solver dpm++ --base_seed 42 "
+        "--offload_model False --t5_cpu --save_file o.mp4 --prompt cat".split()
+    )
+    dashed = p.parse_args(
+        "generate --task t2v-1.3B --size 832*480 --ckpt-dir ./w --frame-num 81 --sample-steps 50 "
+        "--sample-shift 5 --sample-guide-scale 6 --sample-solver dpm++ --seed 42 "
+        "--offload-model false --t5-cpu --save-file o.mp4 --prompt cat".split()
+    )
+    assert vars(official) == vars(dashed)
+    assert official.offload_model is False and official.base_seed == 42
+
+
+def test_default_name_is_descriptive():
+    name = default_output_name("t2v-tiny", (64, 64), "A red circle, moving!", 7, image=False)
+    assert name == "t2v-tiny_64x64_a_red_circle_moving_7.mp4"
+    assert default_output_name("t2i-14B", (8, 8), "x", 1, image=True).endswith(".png")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "--task", "t2v-9B", "--prompt", "x"], "unknown task 't2v-9B'"),
+        (
+            ["generate", "--prompt", "x", "--ckpt-dir", "/nonexistent/w"],
+            "checkpoint folder not found",
+        ),
+        (["generate"], "--prompt is required"),
+        (["generate", "--prompt", "x", "--save-file", "/proc/x/y.mp4"], "cannot write"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("openwan: error:") and message in err
+    assert len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_checkpoint_is_named(tmp_path, capsys):
+    from helpers.tiny_ckpt import write_checkpoints
+
+    official, _ = write_checkpoints(tmp_path)
+    weights = official / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    out = tmp_path / "out.mp4"
+    code = main(["generate", "--ckpt-dir", str(official), "--prompt", "x", "--size", "32*32",
+                 "--frame-num", "5", "--sample-steps", "1", "--save-file", str(out)])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "truncated or corrupt" in err and "diffusion_pytorch_model.safetensors" in err
+    assert not out.exists()
+
+
+def test_generate_on_a_random_checkpoint_writes_mp4_and_png(tmp_path, capsys):
+    from helpers.tiny_ckpt import write_checkpoints
+    from openwan.io.video import read_metadata, read_video
+
+    official, _ = write_checkpoints(tmp_path)
+    out = tmp_path / "v.mp4"
+    args = ["generate", "--ckpt-dir", str(official), "--prompt", "a red circle", "--size", "32*32",
+            "--sample-steps", "2", "--seed", "3", "--quiet"]  # fmt: skip
+    assert main([*args, "--frame-num", "5", "--save-file", str(out)]) == 0
+    frames, fps = read_video(out)
+    assert frames.shape == (5, 32, 32, 3) and fps == 16
+    meta = read_metadata(out)
+    assert meta["prompt"] == "a red circle" and meta["seed"] == 3 and meta["steps"] == 2
+    png = tmp_path / "i.png"
+    assert main([*args, "--frame-num", "1", "--save-file", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SystemExit):
+        main([*args, "--frame-num", "5", "--sample-solver", "ddim"])
