@@ -30,6 +30,7 @@ class VAETrainConfig:
     weight_decay: float = 0.0
     kl_weight: float = 1e-6
     grad_weight: float = 1.0
+    fg_weight: float = 0.0  # extra L1 weight on pixels that differ from the frame's corner colour
     ema_decay: float = 0.99
     seed: int = 0
     log_every: int = 10
@@ -75,7 +76,13 @@ def vae_loss(
     logvar = logvar.clamp(-30.0, 20.0)
     z = mu + torch.randn(mu.shape, generator=gen) * torch.exp(0.5 * logvar)
     recon = vae.decode(z, clamp=False, normalized=False)
-    l1 = (recon - video).abs().mean()
+    err = (recon - video).abs()
+    l1 = err.mean()
+    if cfg.fg_weight > 0:
+        # small objects on flat backgrounds: without this the VAE first learns the background only
+        corner = video[:, :, :, :1, :1]
+        fg = ((video - corner).abs().amax(dim=1, keepdim=True) > 0.1).to(err.dtype)
+        l1 = l1 + cfg.fg_weight * (err * fg).mean()
     kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean()
     # [B, 3, F, H, W] -> frames as images for the gradient term
     grad = gradient_loss(recon.transpose(1, 2), video.transpose(1, 2))
