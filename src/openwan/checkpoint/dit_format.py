@@ -10,6 +10,7 @@ import torch
 
 from openwan.checkpoint.io import (
     CheckpointError,
+    assign_strict,
     atomic_path,
     find_weights,
     load_state_dict,
@@ -131,23 +132,11 @@ def build_from_state_dict(
     """Build on ``meta`` and assign the weights strictly, naming any mismatch."""
     with torch.device("meta"):
         model = WanModel(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{source} does not match its config ({config.model_type}, dim {config.dim}, "
-            f"{config.num_layers} layers): missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
-        )
-    for key, tensor in expected.items():
-        if tuple(sd[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(
-                f"{source}: {key} has shape {tuple(sd[key].shape)} in the checkpoint but "
-                f"{tuple(tensor.shape)} in the model built from config.json"
-            )
-    cast = {k: v.to(device=device, dtype=dtype) for k, v in sd.items()}
-    model.load_state_dict(cast, strict=True, assign=True)
+    what = (
+        f"{source} does not match its config ({config.model_type}, dim {config.dim}, "
+        f"{config.num_layers} layers)"
+    )
+    assign_strict(model, sd, what=what, dtype=dtype, device=device)
     return model.eval()
 
 

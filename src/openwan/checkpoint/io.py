@@ -115,6 +115,34 @@ def _load_one(path: Path, device: str) -> dict[str, torch.Tensor]:
     return obj
 
 
+def assign_strict(
+    model: torch.nn.Module,
+    sd: dict[str, torch.Tensor],
+    *,
+    what: str,
+    dtype: torch.dtype,
+    device: str | torch.device,
+) -> None:
+    """Load ``sd`` into a model built on ``meta`` (assign), naming any key or shape mismatch."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    if missing or unexpected:
+        more = lambda keys: "..." if len(keys) > 5 else ""  # noqa: E731
+        raise CheckpointError(
+            f"{what}: missing keys {missing[:5]}{more(missing)}, "
+            f"unexpected keys {unexpected[:5]}{more(unexpected)}"
+        )
+    for key, tensor in expected.items():
+        if tuple(sd[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{what}: {key} has shape {tuple(sd[key].shape)} in the checkpoint but "
+                f"{tuple(tensor.shape)} in the model built from its config"
+            )
+    cast = {k: v.to(device=device, dtype=dtype) for k, v in sd.items()}
+    model.load_state_dict(cast, strict=True, assign=True)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""

@@ -59,8 +59,6 @@ def hf_to_official(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def umt5_config_from_official(sd: dict[str, torch.Tensor]):  # -> transformers.UMT5Config
     """Infer the encoder config from tensor shapes of an official state dict."""
-    from transformers import UMT5Config
-
     try:
         vocab, d_model = sd["token_embedding.weight"].shape
         num_layers = 1 + max(int(m.group(1)) for k in sd if (m := _OFFICIAL_BLOCK.match(k)))
@@ -69,14 +67,38 @@ def umt5_config_from_official(sd: dict[str, torch.Tensor]):  # -> transformers.U
         d_ff = sd["blocks.0.ffn.fc1.weight"].shape[0]
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"not an official umT5 encoder state dict (missing {e})") from None
-    return UMT5Config(
+    return umt5_config(
         vocab_size=int(vocab),
         d_model=int(d_model),
         d_kv=int(inner) // int(heads),
         d_ff=int(d_ff),
         num_layers=int(num_layers),
         num_heads=int(heads),
-        relative_attention_num_buckets=int(buckets),
+        buckets=int(buckets),
+    )
+
+
+def umt5_config(
+    *,
+    vocab_size: int,
+    d_model: int,
+    d_kv: int,
+    d_ff: int,
+    num_layers: int,
+    num_heads: int,
+    buckets: int = 32,
+):  # -> transformers.UMT5Config
+    """An encoder config with the umT5 conventions Wan uses (WAN_SPEC §4)."""
+    from transformers import UMT5Config
+
+    return UMT5Config(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        d_kv=d_kv,
+        d_ff=d_ff,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        relative_attention_num_buckets=buckets,
         relative_attention_max_distance=128,
         feed_forward_proj="gated-gelu",  # gelu_new = tanh approximation, as the official FFN
         layer_norm_epsilon=1e-6,

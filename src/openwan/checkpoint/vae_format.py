@@ -10,6 +10,7 @@ import torch
 
 from openwan.checkpoint.io import (
     CheckpointError,
+    assign_strict,
     atomic_path,
     find_weights,
     load_state_dict,
@@ -206,21 +207,8 @@ def load_vae(
         cfg = config or config_from_official(sd)
     with torch.device("meta"):
         vae = WanVAE(cfg)
-    expected = vae.state_dict()
-    missing, unexpected = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path} does not match a Wan VAE {cfg.version} (dim {cfg.dim}): missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}"
-        )
-    for key, t in expected.items():
-        if tuple(sd[key].shape) != tuple(t.shape):
-            raise CheckpointError(
-                f"{path}: {key} has shape {tuple(sd[key].shape)} in the checkpoint but {tuple(t.shape)} in the model"
-            )
-    vae.load_state_dict(
-        {k: v.to(device=device, dtype=dtype) for k, v in sd.items()}, strict=True, assign=True
-    )
+    what = f"{path} does not match a Wan VAE {cfg.version} (dim {cfg.dim})"
+    assign_strict(vae, sd, what=what, dtype=dtype, device=device)
     return vae.eval()
 
 

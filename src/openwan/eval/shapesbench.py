@@ -68,7 +68,7 @@ def classify_shape(mask: np.ndarray) -> str:
 
 def analyze(video: np.ndarray) -> Detection:
     """Analyse a uint8 video ``[F, H, W, 3]``."""
-    v = video.astype(np.float32)
+    v: np.ndarray = video.astype(np.float32)
     f, h, w, _ = v.shape
     border = np.concatenate([v[:, 0], v[:, -1], v[:, :, 0], v[:, :, -1]], axis=1).reshape(-1, 3)
     bg_rgb = np.median(border, axis=0)

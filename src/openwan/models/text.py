@@ -159,25 +159,15 @@ def tiny_umt5_config(
     text_len: int = 64,
 ):  # -> transformers.UMT5Config
     """A small umT5 encoder config (the embedded tiny model's text encoder)."""
-    from transformers import UMT5Config
+    from openwan.checkpoint.t5_format import umt5_config
 
-    config = UMT5Config(
+    config = umt5_config(
         vocab_size=vocab_size,
         d_model=d_model,
         d_kv=d_model // num_heads,
         d_ff=d_ff,
         num_layers=num_layers,
         num_heads=num_heads,
-        relative_attention_num_buckets=32,
-        relative_attention_max_distance=128,
-        feed_forward_proj="gated-gelu",
-        layer_norm_epsilon=1e-6,
-        dropout_rate=0.0,
-        is_encoder_decoder=False,
-        use_cache=False,
-        tie_word_embeddings=False,
-        pad_token_id=0,
-        eos_token_id=1,
     )
     config.openwan_text_len = text_len  # stored in config.json; read back by from_pretrained
     return config

@@ -30,6 +30,7 @@ class VAETrainConfig:
     weight_decay: float = 0.0
     kl_weight: float = 1e-6
     grad_weight: float = 1.0
+    sample_posterior: bool = True  # False: decode the mean (a plain autoencoder; KL still logged)
     fg_weight: float = 0.0  # extra L1 weight on pixels that differ from the frame's corner colour
     ema_decay: float = 0.99
     seed: int = 0
@@ -74,7 +75,11 @@ def vae_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     mu, logvar = vae.encode_moments(video)
     logvar = logvar.clamp(-30.0, 20.0)
-    z = mu + torch.randn(mu.shape, generator=gen) * torch.exp(0.5 * logvar)
+    z = (
+        mu + torch.randn(mu.shape, generator=gen) * torch.exp(0.5 * logvar)
+        if cfg.sample_posterior
+        else mu
+    )
     recon = vae.decode(z, clamp=False, normalized=False)
     err = (recon - video).abs()
     l1 = err.mean()
@@ -126,7 +131,7 @@ def train_vae(cfg: VAETrainConfig, resume: str | None = None, show_progress: boo
         opt.step()
         ema.update(vae)
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.4f}")
+        bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % cfg.log_every == 0:
             metrics.write(
                 {"step": step + 1, "loss": float(loss), **parts, "time": time.perf_counter() - t0}
