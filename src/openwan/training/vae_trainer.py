@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class VAETrainConfig:
     run_dir: str = "runs/vae"
-    steps: int = 600
+    steps: int = 600  # length of the LR schedule
+    stop_at: int | None = None  # end the run early (resume later with the same schedule)
     batch_size: int = 4
     frames: int = 9  # 4n+1: frame 0 plus two causal chunks
     size: int = 64
@@ -119,7 +120,8 @@ def train_vae(cfg: VAETrainConfig, resume: str | None = None, show_progress: boo
     metrics = common.MetricsLog(run_dir)
     bar = common.progress(cfg.steps, start, "train-vae", show_progress)
     t0 = time.perf_counter()
-    for step in range(start, cfg.steps):
+    end = cfg.stop_at or cfg.steps
+    for step in range(start, end):
         for group in opt.param_groups:
             group["lr"] = common.lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
         loss, parts = vae_loss(
@@ -136,7 +138,7 @@ def train_vae(cfg: VAETrainConfig, resume: str | None = None, show_progress: boo
             metrics.write(
                 {"step": step + 1, "loss": float(loss), **parts, "time": time.perf_counter() - t0}
             )
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:
             common.save_checkpoint(
                 run_dir,
                 step + 1,

@@ -1,0 +1,50 @@
+"""The embedded wan-tiny model: loads with no download, generates, and matches its registered task."""
+
+import pytest
+import torch
+
+from openwan.assets import tiny_model_dir
+from openwan.configs.tasks import TINY_DIT, TINY_VAE, get_task
+from openwan.pipelines.t2v import WanT2V
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return WanT2V.from_pretrained()
+
+
+def test_embedded_model_is_the_registered_architecture(pipe):
+    assert pipe.task.name == "t2v-tiny"
+    assert pipe.dit.config == TINY_DIT
+    shipped = pipe.vae.config
+    assert (
+        shipped.replace(latent_mean=TINY_VAE.latent_mean, latent_std=TINY_VAE.latent_std)
+        == TINY_VAE
+    )
+    assert shipped.latent_std != TINY_VAE.latent_std  # measured statistics were written at export
+    assert (tiny_model_dir() / "tokenizer").is_dir()
+    total = sum(p.stat().st_size for p in tiny_model_dir().rglob("*") if p.is_file())
+    assert total < 30 * 2**20
+
+
+def test_generation_is_deterministic_in_the_seed(pipe):
+    a = pipe("a red circle moving from left to right on a black background", steps=4, seed=1)
+    b = pipe("a red circle moving from left to right on a black background", steps=4, seed=1)
+    c = pipe("a red circle moving from left to right on a black background", steps=4, seed=2)
+    assert a.shape == (3, 17, 64, 64)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert float(a.min()) >= -1 and float(a.max()) <= 1
+
+
+def test_text_to_image_and_chinese_prompts(pipe):
+    img = pipe("红色的圆形在黑色背景上从左向右移动", frame_num=1, steps=3, seed=0)
+    assert img.shape == (3, 1, 64, 64)
+
+
+def test_tiny_task_limits(pipe):
+    spec = get_task("t2v-tiny")
+    assert spec.text_len == pipe.text_encoder.text_len == 48
+    with pytest.raises(ValueError, match="the limit is 48"):
+        pipe("red circle " * 40, steps=1)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        pipe("a red circle", size=(60, 64), steps=1)
