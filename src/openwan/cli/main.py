@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import sys
 import time
@@ -113,14 +112,17 @@ def default_output_name(
 
 
 def check_writable(path: Path) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise ValueError(f"cannot write {path}: {probe} is not a writable folder")
+    """Fail before any heavy work if the output cannot be written (probe with a temp file)."""
+    import tempfile
+
     if path.is_dir():
         raise ValueError(f"cannot write {path}: it is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".openwan-probe-"):
+            pass
+    except OSError as e:
+        raise ValueError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def run_generate(args: argparse.Namespace) -> int:

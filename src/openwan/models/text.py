@@ -129,6 +129,9 @@ def _load_official(file: Path, dtype: torch.dtype) -> nn.Module:
 
 def _load_hf(folder: Path, dtype: torch.dtype) -> nn.Module:
     from transformers import UMT5EncoderModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # progress belongs to the entry point, not a 1-second load
 
     try:
         return UMT5EncoderModel.from_pretrained(

@@ -136,7 +136,7 @@ def train_vae(cfg: VAETrainConfig, resume: str | None = None, show_progress: boo
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % cfg.log_every == 0:
             metrics.write(
-                {"step": step + 1, "loss": float(loss), **parts, "time": time.perf_counter() - t0}
+                {"step": step + 1, "loss": loss.item(), **parts, "time": time.perf_counter() - t0}
             )
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:
             common.save_checkpoint(
