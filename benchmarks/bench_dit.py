@@ -31,6 +31,9 @@ def child(impl: str, dtype_name: str, layers: int) -> None:
     cfg = WAN21_T2V_1_3B.replace(num_layers=layers)
     model = WanModel(cfg)
     model.init_weights()
+    torch.nn.init.normal_(
+        model.head.head.weight, std=0.02
+    )  # init zeroes it: outputs would be all 0
     g = torch.Generator().manual_seed(1)
     x = torch.randn(LATENT, generator=g)
     ctx = torch.randn(1, 512, 4096, generator=g)
