@@ -115,6 +115,26 @@ def load_checkpoint(path: str | Path, run_dir: Path) -> dict[str, Any]:
     return state
 
 
+def optimizer_and_ema(
+    model: nn.Module, *, lr: float, weight_decay: float, ema_decay: float
+) -> tuple[torch.optim.Optimizer, EMA]:
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
+    return opt, EMA(model, ema_decay)
+
+
+def restore(
+    resume: str | None, run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, ema: EMA
+) -> int:
+    """Load a checkpoint into model / optimizer / EMA; return the step to continue from (0 if none)."""
+    if not resume:
+        return 0
+    state = load_checkpoint(resume, run_dir)
+    model.load_state_dict(state["model"], strict=True)
+    opt.load_state_dict(state["optimizer"])
+    ema.shadow = state["ema"]
+    return int(state["step"])
+
+
 class MetricsLog:
     """JSONL metrics plus a loss-curve PNG (matplotlib, imported only when plotting)."""
 

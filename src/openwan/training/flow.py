@@ -195,17 +195,10 @@ def train_dit(
     run_dir = Path(cfg.run_dir)
     model, encoder, tok_dir = build(cfg, run_dir)
     latents, scenes = latent_cache(cfg, run_dir)
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
+    opt, ema = common.optimizer_and_ema(
+        model, lr=cfg.lr, weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay
     )
-    ema = common.EMA(model, cfg.ema_decay)
-    start = 0
-    if resume:
-        state = common.load_checkpoint(resume, run_dir)
-        model.load_state_dict(state["model"], strict=True)
-        opt.load_state_dict(state["optimizer"])
-        ema.shadow = state["ema"]
-        start = int(state["step"])
+    start = common.restore(resume, run_dir, model, opt, ema)
     metrics = common.MetricsLog(run_dir)
     bar = common.progress(cfg.steps, start, "train", show_progress)
     t0 = time.perf_counter()

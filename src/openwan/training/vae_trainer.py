@@ -105,17 +105,10 @@ def train_vae(cfg: VAETrainConfig, resume: str | None = None, show_progress: boo
     torch.manual_seed(cfg.seed)
     vae = WanVAE(vae_config(cfg))
     vae.init_weights()
-    opt = torch.optim.AdamW(
-        vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
+    opt, ema = common.optimizer_and_ema(
+        vae, lr=cfg.lr, weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay
     )
-    ema = common.EMA(vae, cfg.ema_decay)
-    start = 0
-    if resume:
-        state = common.load_checkpoint(resume, run_dir)
-        vae.load_state_dict(state["model"], strict=True)
-        opt.load_state_dict(state["optimizer"])
-        ema.shadow = state["ema"]
-        start = int(state["step"])
+    start = common.restore(resume, run_dir, vae, opt, ema)
     world = ShapesWorld(seed=cfg.seed, frames=cfg.frames, size=cfg.size, split="train")
     metrics = common.MetricsLog(run_dir)
     bar = common.progress(cfg.steps, start, "train-vae", show_progress)
