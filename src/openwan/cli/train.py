@@ -13,6 +13,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--run-dir", default=None, help="where checkpoints, metrics.jsonl and loss.png go"
     )
     p.add_argument("--steps", type=int, default=None)
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="train on your clips: a folder of video+.txt, a metadata.csv (video,prompt) or a "
+        ".jsonl; default: the procedural shapes world",
+    )
     p.add_argument("--resume", default=None, help="checkpoint path, or 'latest' in the run dir")
     p.add_argument("--export", default=None, help="write the EMA VAE here (diffusers vae/ folder)")
     p.add_argument("--quiet", action="store_true")
@@ -24,6 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     d.add_argument("--config", default=None, help="TOML/JSON file with DiTTrainConfig keys")
     d.add_argument("--run-dir", default=None)
     d.add_argument("--steps", type=int, default=None)
+    d.add_argument(
+        "--dataset",
+        default=None,
+        help="train on your clips: a folder of video+.txt, a metadata.csv (video,prompt) or a "
+        ".jsonl; default: the procedural shapes world",
+    )
     d.add_argument("--vae", default=None, help="trained VAE folder (diffusers layout)")
     d.add_argument("--resume", default=None, help="checkpoint path, or 'latest' in the run dir")
     d.add_argument(
@@ -40,7 +52,11 @@ def run_train_vae(args: argparse.Namespace) -> int:
     from openwan.training.common import load_config
     from openwan.training.vae_trainer import VAETrainConfig, train_vae, with_latent_stats
 
-    cfg = load_config(VAETrainConfig, args.config, {"run_dir": args.run_dir, "steps": args.steps})
+    cfg = load_config(
+        VAETrainConfig,
+        args.config,
+        {"run_dir": args.run_dir, "steps": args.steps, "dataset": args.dataset},
+    )
     vae = train_vae(cfg, resume=args.resume, show_progress=not args.quiet)
     if args.export:
         vae = with_latent_stats(vae, cfg.stats_clips, size=cfg.size)
@@ -54,7 +70,14 @@ def run_train_dit(args: argparse.Namespace) -> int:
     from openwan.training.flow import DiTTrainConfig, export_model, train_dit
 
     cfg = load_config(
-        DiTTrainConfig, args.config, {"run_dir": args.run_dir, "steps": args.steps, "vae": args.vae}
+        DiTTrainConfig,
+        args.config,
+        {
+            "run_dir": args.run_dir,
+            "steps": args.steps,
+            "vae": args.vae,
+            "dataset": args.dataset,
+        },
     )
     result = train_dit(cfg, resume=args.resume, show_progress=not args.quiet)
     if args.export:

@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from torch import nn
 from openwan.checkpoint.dit_format import save_dit
 from openwan.checkpoint.vae_format import load_vae
 from openwan.configs.dit import DiTConfig
+from openwan.data.files import open_dataset
 from openwan.data.shapes import Scene, ShapesWorld, caption, caption_corpus, to_tensor
 from openwan.models.dit import WanModel
 from openwan.models.text import T5TextEncoder, tiny_umt5_config, train_tokenizer
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 class DiTTrainConfig:
     run_dir: str = "runs/dit"
     vae: str | None = None  # trained VAE folder (diffusers layout)
+    dataset: str | None = None  # None: the shapes world; else a folder / metadata.csv / .jsonl
     steps: int = 2000
     batch_size: int = 16
     lr: float = 5e-4
@@ -99,34 +102,66 @@ def dit_config(cfg: DiTTrainConfig) -> DiTConfig:
     )
 
 
-def latent_cache(cfg: DiTTrainConfig, run_dir: Path) -> tuple[torch.Tensor, list[Scene]]:
-    """Encode ``latent_clips`` shapes clips once (normalised VAE latents) and keep them on disk."""
+# A clip's caption source: a shapes scene (captioned anew, in either language, at every step)
+# or the fixed prompt of a clip from a dataset on disk.
+Caption = Scene | str
+
+
+def _clips(cfg: DiTTrainConfig) -> Iterator[tuple[torch.Tensor, Caption]]:
+    if cfg.dataset is None:
+        world = ShapesWorld(seed=cfg.seed + 1, frames=cfg.frames, size=cfg.size, split="train")
+        for i in range(cfg.latent_clips):
+            video, _, scene = world[i]
+            yield to_tensor(video), scene
+        return
+    data = open_dataset(cfg.dataset, frames=cfg.frames, size=cfg.size)
+    for n, clip in enumerate(data):
+        if n >= cfg.latent_clips:
+            break
+        yield clip
+    if data.skipped:
+        log.warning("%d dataset item(s) skipped (see the warnings above)", len(data.skipped))
+
+
+def latent_cache(cfg: DiTTrainConfig, run_dir: Path) -> tuple[torch.Tensor, list[Caption]]:
+    """Encode up to ``latent_clips`` clips once (normalised VAE latents) and keep them on disk."""
     path = run_dir / "latents.safetensors"
     if path.is_file():
         data = load_file(str(path))
         meta = json.loads((run_dir / "latents.json").read_text(encoding="utf-8"))
-        if data["latents"].shape[0] == cfg.latent_clips:
-            return data["latents"], [Scene(**s) for s in meta]
+        if data["latents"].shape[0] == cfg.latent_clips or cfg.dataset is not None:
+            log.info("reusing the latent cache %s (delete it to encode again)", path)
+            return data["latents"], [s if isinstance(s, str) else Scene(**s) for s in meta]
     if cfg.vae is None:
         raise ValueError(
             "training the DiT needs a trained VAE: pass --vae <folder> (see openwan train-vae)"
         )
     vae = load_vae(cfg.vae)
-    world = ShapesWorld(seed=cfg.seed + 1, frames=cfg.frames, size=cfg.size, split="train")
-    latents, scenes = [], []
+    latents: list[torch.Tensor] = []
+    captions: list[Caption] = []
     bar = common.progress(cfg.latent_clips, 0, "encode latents")
+
+    def flush(videos: list[torch.Tensor]) -> None:
+        latents.append(vae.encode(torch.stack(videos)))
+        bar.update(len(videos))
+
     with torch.no_grad():
-        for i in range(0, cfg.latent_clips, 8):
-            items = [world[j] for j in range(i, min(cfg.latent_clips, i + 8))]
-            latents.append(vae.encode(torch.stack([to_tensor(v) for v, _, _ in items])))
-            scenes += [s for _, _, s in items]
-            bar.update(len(items))
+        pending: list[torch.Tensor] = []
+        for video, cap in _clips(cfg):
+            pending.append(video)
+            captions.append(cap)
+            if len(pending) == 8:
+                flush(pending)
+                pending = []
+        if pending:
+            flush(pending)
     bar.close()
     lat = torch.cat(latents)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_file({"latents": lat.contiguous()}, str(path))
-    (run_dir / "latents.json").write_text(json.dumps([asdict(s) for s in scenes]), encoding="utf-8")
-    return lat, scenes
+    meta = [c if isinstance(c, str) else asdict(c) for c in captions]
+    (run_dir / "latents.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    return lat, captions
 
 
 def sample_sigmas(cfg: DiTTrainConfig, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -148,14 +183,16 @@ def flow_loss(
     return F.mse_loss(v, noise - x0)
 
 
-def _captions(scenes: list[Scene], gen: torch.Generator, dropout: float) -> list[str]:
+def _captions(sources: list[Caption], gen: torch.Generator, dropout: float) -> list[str]:
     out = []
-    for scene in scenes:
+    for src in sources:
         r = torch.rand(3, generator=gen)
         if r[0] < dropout:
             out.append("")
+        elif isinstance(src, str):
+            out.append(src)
         else:
-            out.append(caption(scene, "en" if r[1] < 0.5 else "zh", int(r[2] * 9)))
+            out.append(caption(src, "en" if r[1] < 0.5 else "zh", int(r[2] * 9)))
     return out
 
 
@@ -168,10 +205,12 @@ def _forward_blocks_checkpointed(dit: WanModel) -> None:
         block.forward = lambda *a, _f=forward: checkpoint(_f, *a, use_reentrant=False)  # type: ignore[method-assign]
 
 
-def build(cfg: DiTTrainConfig, run_dir: Path) -> tuple[Denoiser, T5TextEncoder, Path]:
+def build(
+    cfg: DiTTrainConfig, run_dir: Path, extra_text: Sequence[str] = ()
+) -> tuple[Denoiser, T5TextEncoder, Path]:
     tok_dir = run_dir / "tokenizer"
     if not (tok_dir / "tokenizer.json").is_file():
-        train_tokenizer(caption_corpus(), tok_dir, vocab_size=cfg.vocab_size)
+        train_tokenizer(caption_corpus() + list(extra_text), tok_dir, vocab_size=cfg.vocab_size)
     from transformers import AutoTokenizer, UMT5EncoderModel
 
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
@@ -193,8 +232,8 @@ def train_dit(
     cfg: DiTTrainConfig, resume: str | None = None, show_progress: bool = True
 ) -> TrainResult:
     run_dir = Path(cfg.run_dir)
-    model, encoder, tok_dir = build(cfg, run_dir)
-    latents, scenes = latent_cache(cfg, run_dir)
+    latents, sources = latent_cache(cfg, run_dir)
+    model, encoder, tok_dir = build(cfg, run_dir, [s for s in sources if isinstance(s, str)])
     opt, ema = common.optimizer_and_ema(
         model, lr=cfg.lr, weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay
     )
@@ -211,7 +250,7 @@ def train_dit(
         x0 = latents[idx]
         if torch.rand(1, generator=gen).item() < cfg.image_prob:
             x0 = x0[:, :, :1]  # a text-to-image step: the first latent frame alone
-        texts = _captions([scenes[int(i)] for i in idx], gen, cfg.cfg_dropout)
+        texts = _captions([sources[int(i)] for i in idx], gen, cfg.cfg_dropout)
         ids, mask = encoder.tokenize(texts)
         hidden = encoder(ids, mask)
         context = [h[: int(n)] for h, n in zip(hidden, mask.sum(1))]

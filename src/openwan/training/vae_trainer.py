@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from openwan.configs.vae import VAEConfig
+from openwan.data.files import DatasetError, open_dataset
 from openwan.data.shapes import ShapesWorld, to_tensor
 from openwan.models.vae import WanVAE
 from openwan.training import common
@@ -21,6 +24,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class VAETrainConfig:
     run_dir: str = "runs/vae"
+    dataset: str | None = None  # None: the shapes world; else a folder / metadata.csv / .jsonl
+    dataset_clips: int = 256  # clips of a dataset on disk held in memory and cycled through
     steps: int = 600  # length of the LR schedule
     stop_at: int | None = None  # end the run early (resume later with the same schedule)
     batch_size: int = 4
@@ -100,6 +105,23 @@ def batch(world: ShapesWorld, step: int, size: int) -> torch.Tensor:
     return torch.stack([to_tensor(world[step * size + i][0]) for i in range(size)])
 
 
+def clip_source(cfg: VAETrainConfig) -> Callable[[int], torch.Tensor]:
+    """``step -> batch``: the shapes world, or clips of a dataset on disk taken in turn."""
+    if cfg.dataset is None:
+        world = ShapesWorld(seed=cfg.seed, frames=cfg.frames, size=cfg.size, split="train")
+        return lambda step: batch(world, step, cfg.batch_size)
+    data = open_dataset(cfg.dataset, frames=cfg.frames, size=cfg.size)
+    clips = [clip for clip, _ in itertools.islice(data, cfg.dataset_clips)]
+    if not clips:
+        raise DatasetError(f"{cfg.dataset}: none of the videos could be read")
+    if data.skipped:
+        log.warning("%d dataset item(s) skipped (see the warnings above)", len(data.skipped))
+    n = len(clips)
+    return lambda step: torch.stack(
+        [clips[(step * cfg.batch_size + i) % n] for i in range(cfg.batch_size)]
+    )
+
+
 def train_vae(cfg: VAETrainConfig, resume: str | None = None, show_progress: bool = True) -> WanVAE:
     run_dir = Path(cfg.run_dir)
     torch.manual_seed(cfg.seed)
@@ -109,7 +131,7 @@ def train_vae(cfg: VAETrainConfig, resume: str | None = None, show_progress: boo
         vae, lr=cfg.lr, weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay
     )
     start = common.restore(resume, run_dir, vae, opt, ema)
-    world = ShapesWorld(seed=cfg.seed, frames=cfg.frames, size=cfg.size, split="train")
+    next_batch = clip_source(cfg)
     metrics = common.MetricsLog(run_dir)
     bar = common.progress(cfg.steps, start, "train-vae", show_progress)
     t0 = time.perf_counter()
@@ -117,9 +139,7 @@ def train_vae(cfg: VAETrainConfig, resume: str | None = None, show_progress: boo
     for step in range(start, end):
         for group in opt.param_groups:
             group["lr"] = common.lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
-        loss, parts = vae_loss(
-            vae, batch(world, step, cfg.batch_size), cfg, common.step_generator(cfg.seed, step)
-        )
+        loss, parts = vae_loss(vae, next_batch(step), cfg, common.step_generator(cfg.seed, step))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
