@@ -39,7 +39,8 @@ class DiTTrainConfig:
     run_dir: str = "runs/dit"
     vae: str | None = None  # trained VAE folder (diffusers layout)
     dataset: str | None = None  # None: the shapes world; else a folder / metadata.csv / .jsonl
-    steps: int = 2000
+    steps: int = 2000  # length of the LR schedule
+    stop_at: int | None = None  # end the run early (resume later with the same schedule)
     batch_size: int = 16
     lr: float = 5e-4
     warmup: int = 100
@@ -242,7 +243,8 @@ def train_dit(
     bar = common.progress(cfg.steps, start, "train", show_progress)
     t0 = time.perf_counter()
     model.train()
-    for step in range(start, cfg.steps):
+    end = cfg.stop_at or cfg.steps
+    for step in range(start, end):
         gen = common.step_generator(cfg.seed, step)
         for group in opt.param_groups:
             group["lr"] = common.lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
@@ -266,7 +268,7 @@ def train_dit(
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % cfg.log_every == 0:
             metrics.write({"step": step + 1, "loss": loss.item(), "time": time.perf_counter() - t0})
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:
             ckpt: dict[str, Any] = {
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
