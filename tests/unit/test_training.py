@@ -150,3 +150,28 @@ def test_dit_resume_is_bit_exact_and_checkpointing_changes_nothing(tmp_path, tin
     )
     for k in full:  # activation checkpointing recomputes the same graph: same updates
         assert torch.allclose(ckpt[k], full[k], rtol=1e-5, atol=1e-6), k
+
+
+def test_inflated_image_vae_treats_every_frame_as_the_image():
+    from openwan.models.vae import WanVAE
+    from openwan.training.vae_trainer import inflate_to_video, vae_config
+
+    torch.manual_seed(0)
+    vae = WanVAE(vae_config(dataclasses.replace(TINY_VAE, dim=4))).eval()
+    vae.init_weights()
+    for p in vae.parameters():  # residual branches are zero at init: give them weights
+        p.data.add_(torch.randn_like(p) * 0.05)
+    image = torch.rand(1, 3, 1, 16, 16) * 2 - 1
+    static = image.expand(1, 3, 9, 16, 16).contiguous()
+
+    def recon(x):
+        with torch.no_grad():
+            return vae.decode(vae.encode_moments(x)[0], clamp=False, normalized=False)
+
+    assert not torch.allclose(recon(static)[:, :, 5], recon(image)[:, :, 0], atol=1e-3)
+    shadow = {k: v.clone() for k, v in vae.state_dict().items()}
+    inflate_to_video(vae, shadow)
+    assert all(torch.equal(shadow[k], v) for k, v in vae.state_dict().items())
+    out, ref = recon(static), recon(image)[:, :, 0]
+    for f in range(9):  # a still clip decodes to the image reconstruction in every frame
+        assert torch.allclose(out[:, :, f], ref, atol=1e-5), f

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from openwan.configs.vae import VAEConfig
 from openwan.data.files import DatasetError, open_dataset
 from openwan.data.shapes import ShapesWorld, to_tensor
-from openwan.models.vae import WanVAE
+from openwan.models.vae import CausalConv3d, Resample, WanVAE
 from openwan.training import common
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class VAETrainConfig:
     kl_weight: float = 1e-6
     grad_weight: float = 1.0
     sample_posterior: bool = True  # False: decode the mean (a plain autoencoder; KL still logged)
+    inflate_at: int | None = None  # the step where image-trained weights are inflated to video
     fg_weight: float = 0.0  # extra L1 weight on pixels that differ from the frame's corner colour
     ema_decay: float = 0.99
     seed: int = 0
@@ -101,6 +103,38 @@ def vae_loss(
     return loss, {"l1": l1.detach().item(), "kl": kl.detach().item(), "grad": grad.detach().item()}
 
 
+@torch.no_grad()
+def inflate_to_video(vae: WanVAE, shadow: dict[str, torch.Tensor] | None = None) -> None:
+    """Turn a VAE trained on single frames into a good starting point for clips.
+
+    On single frames the causal 3x3x3 convs only ever see zero padding in their two past-frame
+    kernel slices, and the temporal resampling convs never run: all of those still hold their
+    random init. Zero the past slices (each frame is first processed like an image) and make the
+    temporal convs pick the newest frame (encoder) or repeat it (decoder), so the clip path starts
+    as the trained image path. ``shadow`` (an EMA state dict) gets the same edits.
+    """
+    edits: list[tuple[str, nn.Module]] = [(n, m) for n, m in vae.named_modules()]
+    time_convs = {f"{n}.time_conv" for n, m in edits if isinstance(m, Resample)}
+    for name, m in edits:
+        if not isinstance(m, CausalConv3d) or m.weight.shape[2] == 1:
+            continue
+        targets = [m.weight] + ([shadow[f"{name}.weight"]] if shadow is not None else [])
+        biases = [m.bias] + ([shadow[f"{name}.bias"]] if shadow is not None else [])
+        for w in targets:
+            if name in time_convs:
+                w.zero_()
+                c_out, c_in = w.shape[:2]
+                eye = torch.eye(c_in, dtype=w.dtype)
+                for k in range(c_out // c_in):  # 1 (downsample) or 2 (upsample: frames A, B)
+                    w[k * c_in : (k + 1) * c_in, :, -1, 0, 0] = eye
+            else:
+                w[:, :, :-1] = 0
+        if name in time_convs:
+            for b in biases:
+                if b is not None:
+                    b.zero_()
+
+
 def batch(world: ShapesWorld, step: int, size: int) -> torch.Tensor:
     return torch.stack([to_tensor(world[step * size + i][0]) for i in range(size)])
 
@@ -131,6 +165,9 @@ def train_vae(cfg: VAETrainConfig, resume: str | None = None, show_progress: boo
         vae, lr=cfg.lr, weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay
     )
     start = common.restore(resume, run_dir, vae, opt, ema)
+    if cfg.inflate_at is not None and start == cfg.inflate_at:
+        log.info("step %d: inflating the image-trained weights for video clips", start)
+        inflate_to_video(vae, ema.shadow)
     next_batch = clip_source(cfg)
     metrics = common.MetricsLog(run_dir)
     bar = common.progress(cfg.steps, start, "train-vae", show_progress)
