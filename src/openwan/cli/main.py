@@ -61,6 +61,12 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
         help="what to avoid (default: the official negative prompt)",
     )
     p.add_argument("--neg_prompt", dest="negative_prompt", help=argparse.SUPPRESS)
+    _flag(
+        p,
+        "image",
+        default=None,
+        help="start the video from this image (TI2V-5B: first-frame latent conditioning)",
+    )
     _flag(p, "size", default=None, help="WIDTH*HEIGHT, e.g. 832*480 (default: the task's)")
     _flag(p, "frame_num", type=int, default=None, help="number of frames, 4n+1 (1 = an image)")
     _flag(p, "sample_steps", type=int, default=None, help="denoising steps")
@@ -143,6 +149,11 @@ def run_generate(args: argparse.Namespace) -> int:
         )
     if args.save_file:
         check_writable(Path(args.save_file))
+    image = None
+    if args.image is not None:
+        from openwan.pipelines.image_cond import load_image
+
+        image = load_image(args.image)  # an unreadable image fails before any model is loaded
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     offload = args.offload_model if args.offload_model is not None else device.type == "cuda"
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, None: None}[args.dtype]
@@ -180,7 +191,7 @@ def run_generate(args: argparse.Namespace) -> int:
             bar.update(1)
 
     try:
-        result = pipe.generate(request, callback=on_step)
+        result = pipe.generate(request, callback=on_step, image=image)
     finally:
         if bar is not None:
             bar.close()
@@ -193,6 +204,8 @@ def run_generate(args: argparse.Namespace) -> int:
         )
     )
     meta = {"openwan": __version__, **req.as_metadata()}
+    if args.image is not None:
+        meta["image"] = str(args.image)
     if result.is_image and out.suffix.lower() != ".mp4":
         save_image(result.video, out, metadata=meta)
     else:

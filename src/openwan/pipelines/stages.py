@@ -78,12 +78,14 @@ def guided_model_fn(
     device: torch.device,
     offload: bool = False,
     extra: dict[str, object] | None = None,
+    timesteps: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> ModelFn:
     """Turn one model (or the A14B pair: ``experts = [low_noise, high_noise]``) into ``model_fn``.
 
     CFG: ``v = v_u + g (v_c - v_u)`` in fp32, skipping the unconditional pass when g == 1.
     MoE: the high-noise expert runs while ``t >= boundary_t`` (official rule on the integer t);
-    with ``offload`` only the active expert stays on ``device``.
+    with ``offload`` only the active expert stays on ``device``. ``timesteps`` maps the solver's
+    scalar t to what the model is given (TI2V: per-token t, 0 on the clean first frame).
     """
     kwargs = extra or {}
 
@@ -100,7 +102,7 @@ def guided_model_fn(
                     other.model.to("cpu")
         expert.model.to(device)
         xb = x.unsqueeze(0)  # [1, C, T, H, W]
-        tb = t.reshape(1).to(device)
+        tb = (timesteps(t) if timesteps is not None else t.reshape(1)).to(device)
         v_cond = expert.model(xb, tb, [context], **kwargs)[0].float()
         if expert.guide_scale == 1.0:
             return v_cond

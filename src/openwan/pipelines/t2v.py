@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -12,6 +13,7 @@ from torch import nn
 from openwan.checkpoint.layout import locate
 from openwan.configs.tasks import TaskSpec, get_task, infer_task
 from openwan.pipelines import stages
+from openwan.pipelines.image_cond import FirstFrame, best_output_size, fit_image, load_image
 from openwan.pipelines.request import GenerationRequest, ResolvedRequest
 
 log = logging.getLogger(__name__)
@@ -128,8 +130,13 @@ class WanT2V:
         solver: str | None = None,
         seed: int = -1,
         callback: stages.StepCallback | None = None,
+        image: Any = None,
     ) -> torch.Tensor:
-        """Generate a video ``[3, F, H, W]`` in [-1, 1]; ``None`` arguments take the task defaults."""
+        """Generate a video ``[3, F, H, W]`` in [-1, 1]; ``None`` arguments take the task defaults.
+
+        ``image`` (a path or PIL image; TI2V-5B) starts the video from that picture: the output
+        size then follows the image's aspect ratio with the area of ``size``.
+        """
         request = GenerationRequest(
             prompt=prompt,
             negative_prompt=negative_prompt,
@@ -141,7 +148,7 @@ class WanT2V:
             solver=solver,
             seed=seed,
         )
-        return self.generate(request, callback=callback).video
+        return self.generate(request, callback=callback, image=image).video
 
     def generate(
         self,
@@ -149,9 +156,13 @@ class WanT2V:
         *,
         callback: stages.StepCallback | None = None,
         noise: torch.Tensor | None = None,
+        image: Any = None,
     ) -> GenerationResult:
         req = request.resolve(self.task)
         self.check_prompt_length(req.prompt)
+        first = None
+        if image is not None:
+            req, first = self._first_frame(req, image)
         context, context_null = stages.encode_prompts(
             self.text_encoder,
             [req.prompt, req.negative_prompt],
@@ -173,6 +184,13 @@ class WanT2V:
         if self.dit_high is not None:
             experts.append(stages.Expert(self.dit_high, high_guide))
             boundary_t = (self.task.boundary or 0.0) * self.task.num_train_timesteps
+        noise = noise.to(self.device)
+        post_step = None
+        timesteps = None
+        if first is not None:
+            noise = first.impose(noise)
+            post_step = lambda i, x: first.impose(x)  # noqa: E731
+            timesteps = lambda t: first.token_timesteps(t, shape)  # noqa: E731
         model_fn = stages.guided_model_fn(
             experts,
             context,
@@ -180,9 +198,16 @@ class WanT2V:
             boundary_t=boundary_t,
             device=self.device,
             offload=self.offload_model,
+            timesteps=timesteps,
         )
         latent = stages.denoise(
-            model_fn, noise.to(self.device), req.solver, req.steps, req.shift, callback=callback
+            model_fn,
+            noise,
+            req.solver,
+            req.steps,
+            req.shift,
+            callback=callback,
+            post_step=post_step,
         )
         if self.offload_model:
             for m in (self.dit, self.dit_high):
@@ -192,6 +217,31 @@ class WanT2V:
         video = stages.decode(self.vae, latent)
         return GenerationResult(
             video=video, request=req, fps=self.task.fps, is_image=req.frame_num == 1
+        )
+
+    def _first_frame(self, req: ResolvedRequest, image: Any) -> tuple[ResolvedRequest, FirstFrame]:
+        """TI2V: size the image to the request's area and encode it as the clean latent frame 0."""
+        if self.dit.config.in_dim != self.vae.config.z_dim:
+            raise ValueError(
+                f"task {self.task.name}: this model takes extra input channels (I2V/FLF2V); "
+                "first-frame latent conditioning needs a TI2V/T2V model"
+            )
+        if self.task.name != "ti2v-5B":
+            log.warning(
+                "task %s was not trained for image conditioning (TI2V-5B is)", self.task.name
+            )
+        pil = load_image(image)
+        _, ph, pw = self.dit.config.patch_size
+        stride = self.vae.config.stride
+        size = best_output_size(
+            pil.width, pil.height, pw * stride[2], ph * stride[1], req.size[0] * req.size[1]
+        )
+        pixels = fit_image(pil, size).to(self.device)
+        with torch.no_grad():
+            param = next(self.vae.parameters())
+            latent = self.vae.encode(pixels.unsqueeze(0).to(param.device, param.dtype))[0]
+        return replace(req, size=size), FirstFrame(
+            latent.float(), tuple(self.dit.config.patch_size)
         )
 
     def check_prompt_length(self, prompt: str) -> None:
