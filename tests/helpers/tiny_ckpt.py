@@ -63,3 +63,45 @@ def write_checkpoints(root: Path, seed=0) -> tuple[Path, Path]:
     shutil.copytree(tok_dir, diffusers / "tokenizer")
     (diffusers / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline"}))
     return official, diffusers
+
+
+def diffusers_model(cls, folder: Path):
+    """A diffusers model built directly (from_pretrained would need accelerate), loaded strictly."""
+    import json
+
+    from safetensors.torch import load_file
+
+    config = json.loads((folder / "config.json").read_text())
+    config = {k: v for k, v in config.items() if not k.startswith("_") and k != "clip_output"}
+    model = cls(**config)
+    model.load_state_dict(
+        load_file(str(folder / "diffusion_pytorch_model.safetensors")), strict=True
+    )
+    return model.eval()
+
+
+def official_unipc(diffusers, steps: int, shift: float):
+    """diffusers' UniPC (flow, bh2) forced onto the official sigma table.
+
+    diffusers' own flow table starts at sigma 0.999999 where the official one starts at 0.999.
+    """
+    from openwan.sampling.schedules import make_schedule
+
+    sched = diffusers.UniPCMultistepScheduler(
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        flow_shift=shift,
+        solver_order=2,
+        solver_type="bh2",
+        lower_order_final=True,
+        final_sigmas_type="zero",
+    )
+    table = make_schedule("unipc", steps, shift)
+    original = sched.set_timesteps
+
+    def official_table(num_inference_steps, device=None, **kw):
+        original(num_inference_steps, device=device, **kw)
+        sched.sigmas, sched.timesteps = table.sigmas.clone(), table.timesteps.clone()
+
+    sched.set_timesteps = official_table
+    return sched

@@ -102,3 +102,46 @@ def test_models_with_extra_input_channels_refuse_first_frame_conditioning(pipe, 
     req = GenerationRequest(prompt="x", size=(32, 32), frame_num=5, steps=1, seed=0)
     with pytest.raises(ValueError, match="extra input channels"):
         pipe.generate(req, image=Image.new("RGB", (32, 32)))
+
+
+def test_matches_diffusers_ti2v_pipeline(tmp_path):
+    """diffusers' WanImageToVideoPipeline with expand_timesteps (its Wan2.2 TI2V-5B mode) on the
+    same weights, image, noise and sigma table. diffusers re-imposes the image latent only on
+    the model input while openwan (like the official code) also resets the solver state; the
+    solvers act elementwise, so both give the same video."""
+    diffusers = pytest.importorskip("diffusers")
+    from transformers import AutoTokenizer, UMT5EncoderModel
+
+    from helpers.random_weights import rel_err
+    from helpers.tiny_ckpt import diffusers_model, official_unipc
+    from openwan.pipelines import stages
+
+    official, root = write_checkpoints(tmp_path)
+    pipe = WanT2V.from_pretrained(official, device="cpu")
+    rng = np.random.default_rng(5)
+    image = Image.fromarray(rng.integers(0, 255, (32, 48, 3), dtype=np.uint8))  # exact size
+    noise = stages.initial_noise((16, 2, 4, 6), seed=9, device=torch.device("cpu"))
+    req = GenerationRequest(
+        prompt="a red circle", negative_prompt="blue", size=(48, 32), frame_num=5, steps=4,
+        shift=3.0, guide_scale=4.0, solver="unipc", seed=9,
+    )  # fmt: skip
+    ours = pipe.generate(req, image=image, noise=noise).video
+
+    ref = diffusers.WanImageToVideoPipeline(
+        tokenizer=AutoTokenizer.from_pretrained(str(root / "tokenizer")),
+        text_encoder=UMT5EncoderModel.from_pretrained(str(root / "text_encoder")),
+        transformer=diffusers_model(diffusers.WanTransformer3DModel, root / "transformer"),
+        vae=diffusers_model(diffusers.AutoencoderKLWan, root / "vae"),
+        scheduler=official_unipc(diffusers, 4, 3.0),
+        expand_timesteps=True,
+    )
+    with torch.no_grad():
+        latents = ref(
+            image=image, prompt="a red circle", negative_prompt="blue", height=32, width=48,
+            num_frames=5, num_inference_steps=4, guidance_scale=4.0, latents=noise[None],
+            output_type="latent",
+        ).frames  # fmt: skip
+        mean = torch.tensor(ref.vae.config.latents_mean).view(1, 16, 1, 1, 1)
+        std = torch.tensor(ref.vae.config.latents_std).view(1, 16, 1, 1, 1)
+        video_ref = ref.vae.decode(latents * std + mean).sample[0]
+    assert rel_err(ours, video_ref) < 1e-4

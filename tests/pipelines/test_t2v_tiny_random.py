@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from helpers.random_weights import rel_err
-from helpers.tiny_ckpt import write_checkpoints
+from helpers.tiny_ckpt import diffusers_model, official_unipc, write_checkpoints
 from openwan.pipelines import stages
 from openwan.pipelines.request import GenerationRequest
 from openwan.pipelines.t2v import WanT2V
@@ -53,33 +53,14 @@ def test_generation_matches_diffusers_wan_pipeline(ckpts):
     diffusers = pytest.importorskip("diffusers")
     from transformers import AutoTokenizer, UMT5EncoderModel
 
-    from openwan.sampling.schedules import make_schedule
-
     official, root = ckpts
     pipe, ours = _run(official)
-    sched = diffusers.UniPCMultistepScheduler(
-        prediction_type="flow_prediction",
-        use_flow_sigmas=True,
-        flow_shift=3.0,
-        solver_order=2,
-        solver_type="bh2",
-        lower_order_final=True,
-        final_sigmas_type="zero",
-    )
-    table = make_schedule("unipc", STEPS, 3.0)
-    original = sched.set_timesteps
-
-    def official_table(num_inference_steps, device=None, **kw):
-        # diffusers' own flow table starts at 0.999999 where the official one starts at 0.999
-        original(num_inference_steps, device=device, **kw)
-        sched.sigmas, sched.timesteps = table.sigmas.clone(), table.timesteps.clone()
-
-    sched.set_timesteps = official_table
+    sched = official_unipc(diffusers, STEPS, 3.0)
     ref = diffusers.WanPipeline(
         tokenizer=AutoTokenizer.from_pretrained(str(root / "tokenizer")),
         text_encoder=UMT5EncoderModel.from_pretrained(str(root / "text_encoder")),
-        transformer=_diffusers_model(diffusers.WanTransformer3DModel, root / "transformer"),
-        vae=_diffusers_model(diffusers.AutoencoderKLWan, root / "vae"),
+        transformer=diffusers_model(diffusers.WanTransformer3DModel, root / "transformer"),
+        vae=diffusers_model(diffusers.AutoencoderKLWan, root / "vae"),
         scheduler=sched,
     )
     with torch.no_grad():
@@ -98,21 +79,6 @@ def test_generation_matches_diffusers_wan_pipeline(ckpts):
         std = torch.tensor(ref.vae.config.latents_std).view(1, 16, 1, 1, 1)
         video_ref = ref.vae.decode(latents * std + mean).sample[0]
     assert rel_err(ours.video, video_ref) < 1e-4
-
-
-def _diffusers_model(cls, folder):
-    # built directly (from_pretrained would need accelerate), then loaded strictly
-    import json
-
-    from safetensors.torch import load_file
-
-    config = json.loads((folder / "config.json").read_text())
-    config = {k: v for k, v in config.items() if not k.startswith("_") and k != "clip_output"}
-    model = cls(**config)
-    model.load_state_dict(
-        load_file(str(folder / "diffusion_pytorch_model.safetensors")), strict=True
-    )
-    return model.eval()
 
 
 @pytest.mark.parametrize("solver", ["dpm++", "euler"])
