@@ -81,3 +81,34 @@ def test_generate_on_a_random_checkpoint_writes_mp4_and_png(tmp_path, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(SystemExit):
         main([*args, "--frame-num", "5", "--sample-solver", "ddim"])
+    # the diffusion cache is reported and recorded; threshold 0 changes no pixel
+    cached = tmp_path / "c.mp4"
+    capsys.readouterr()
+    assert (
+        main([*args, "--frame-num", "5", "--save-file", str(cached), "--cache-threshold", "0"]) == 0
+    )
+    assert "0 of 4 model calls reused" in capsys.readouterr().err
+    assert read_metadata(cached)["cache_threshold"] == 0.0
+    assert (read_video(cached)[0] == frames).all()
+    # an image: the TI2V first-frame path through the CLI
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (200, 20, 20)).save(tmp_path / "red.png")
+    img_out = tmp_path / "from_image.mp4"
+    assert (
+        main(
+            [
+                *args,
+                "--frame-num",
+                "5",
+                "--image",
+                str(tmp_path / "red.png"),
+                "--save-file",
+                str(img_out),
+            ]
+        )
+        == 0
+    )
+    assert read_metadata(img_out)["image"].endswith("red.png")
+    assert main([*args, "--image", str(tmp_path / "missing.png")]) == 2
+    assert "image file not found" in capsys.readouterr().err

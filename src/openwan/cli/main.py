@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from openwan import __version__
 
@@ -88,6 +89,14 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
         type=str2bool,
         default=None,
         help="move models to the CPU when idle (default: true on one GPU, false on CPU)",
+    )
+    _flag(
+        p,
+        "cache_threshold",
+        type=float,
+        default=None,
+        help="first-block diffusion cache: skip the other DiT blocks at steps whose first-block "
+        "residual changed by less than this (e.g. 0.05; default: off)",
     )
     _flag(p, "t5_cpu", action="store_true", help="run the text encoder on the CPU")
     _flag(p, "device", default=None, help="cpu or cuda[:N] (default: cuda if available)")
@@ -178,6 +187,15 @@ def run_generate(args: argparse.Namespace) -> int:
         t5_cpu=args.t5_cpu,
     )
     resolved = request.resolve(pipe.task)  # validate before any heavy work
+    caches: list[Any] = []
+    if args.cache_threshold is not None:
+        from openwan.runtime.cache import apply_first_block_cache
+
+        caches = [
+            apply_first_block_cache(m, args.cache_threshold)
+            for m in (pipe.dit, pipe.dit_high)
+            if m is not None
+        ]
     log.info("loaded %s in %.1fs", pipe.task.name, time.perf_counter() - t0)
 
     bar = None
@@ -204,6 +222,14 @@ def run_generate(args: argparse.Namespace) -> int:
         )
     )
     meta = {"openwan": __version__, **req.as_metadata()}
+    if caches:
+        calls = sum(c.stats.calls for c in caches)
+        skipped = sum(c.stats.skipped for c in caches)
+        print(
+            f"diffusion cache: {skipped} of {calls} model calls reused the deeper blocks",
+            file=sys.stderr,
+        )
+        meta["cache_threshold"] = args.cache_threshold
     if args.image is not None:
         meta["image"] = str(args.image)
     if result.is_image and out.suffix.lower() != ".mp4":
