@@ -84,6 +84,19 @@ class EMA:
         model.load_state_dict(self.shadow, strict=True)
 
 
+def optimizer_step(
+    model: nn.Module, opt: torch.optim.Optimizer, ema: EMA, loss: torch.Tensor, bar: Any
+) -> None:
+    """Backward, clip the gradient norm to 1, step, update the EMA and the progress bar."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    ema.update(model)
+    bar.update(1)
+    bar.set_postfix(loss=f"{loss.item():.4f}")
+
+
 def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any]) -> Path:
     """Write ``ckpt_{step}.pt`` atomically and keep the newest ``KEEP_CHECKPOINTS``."""
     run_dir.mkdir(parents=True, exist_ok=True)

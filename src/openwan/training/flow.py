@@ -259,13 +259,7 @@ def train_dit(
         sigma = sample_sigmas(cfg, cfg.batch_size, gen)
         noise = torch.randn(x0.shape, generator=gen)
         loss = flow_loss(model.dit, context, x0, sigma, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema.update(model)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        common.optimizer_step(model, opt, ema, loss, bar)
         if (step + 1) % cfg.log_every == 0:
             metrics.write({"step": step + 1, "loss": loss.item(), "time": time.perf_counter() - t0})
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:

@@ -177,13 +177,7 @@ def train_vae(cfg: VAETrainConfig, resume: str | None = None, show_progress: boo
         for group in opt.param_groups:
             group["lr"] = common.lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
         loss, parts = vae_loss(vae, next_batch(step), cfg, common.step_generator(cfg.seed, step))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        ema.update(vae)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        common.optimizer_step(vae, opt, ema, loss, bar)
         if (step + 1) % cfg.log_every == 0:
             metrics.write(
                 {"step": step + 1, "loss": loss.item(), **parts, "time": time.perf_counter() - t0}
