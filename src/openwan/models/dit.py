@@ -7,6 +7,10 @@ equal the official state-dict keys (``blocks.0.self_attn.q``, ``time_projection.
 Precision follows the official model, which runs the linears in bf16 under autocast but keeps
 fp32 "islands": the timestep sinusoid and MLPs, modulation arithmetic, norms, RoPE and the gated
 residual adds, and the head. The residual stream is therefore fp32 after the first block.
+
+Every matrix multiply goes through the linear leaf (``ops/linear.py``: ``Linear``, ``GeluFFN``)
+and every attention through the attention leaf (``ops/attention.py``), so kernels are chosen
+in one place.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torch import nn
 from openwan.configs.dit import DiTConfig
 from openwan.ops.attention import attention
 from openwan.ops.embeddings import sinusoidal_embedding
+from openwan.ops.linear import GeluFFN, Linear, linear
 from openwan.ops.norms import FP32LayerNorm, RMSNorm
 from openwan.ops.rope import apply_rope, rope_angles, rope_cos_sin
 
@@ -36,7 +41,7 @@ def in_weight_dtype(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
 def linear_fp32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """Run a linear in fp32 whatever the weight dtype (an official fp32 island)."""
     bias = layer.bias.float() if layer.bias is not None else None
-    return F.linear(x.float(), layer.weight.float(), bias)
+    return linear(x.float(), layer.weight.float(), bias)
 
 
 @dataclass
@@ -54,10 +59,10 @@ class WanSelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, eps: float = 1e-6) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
+        self.q = Linear(dim, dim)
+        self.k = Linear(dim, dim)
+        self.v = Linear(dim, dim)
+        self.o = Linear(dim, dim)
         # RMS norm over all heads jointly (weight [dim]), before the split into heads
         self.norm_q = RMSNorm(dim, eps) if qk_norm else nn.Identity()
         self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
@@ -81,16 +86,16 @@ class WanCrossAttention(nn.Module):
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
+        self.q = Linear(dim, dim)
+        self.k = Linear(dim, dim)
+        self.v = Linear(dim, dim)
+        self.o = Linear(dim, dim)
         self.norm_q = RMSNorm(dim, eps) if qk_norm else nn.Identity()
         self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
         self.has_image = image
         if image:
-            self.k_img = nn.Linear(dim, dim)
-            self.v_img = nn.Linear(dim, dim)
+            self.k_img = Linear(dim, dim)
+            self.v_img = Linear(dim, dim)
             self.norm_k_img = RMSNorm(dim, eps) if qk_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, text_len: int) -> torch.Tensor:
@@ -126,11 +131,7 @@ class WanAttentionBlock(nn.Module):
             dim, config.num_heads, config.qk_norm, eps, image=config.has_image_embedding
         )
         self.norm2 = FP32LayerNorm(dim, eps, elementwise_affine=False)
-        self.ffn = nn.Sequential(
-            nn.Linear(dim, config.ffn_dim),
-            nn.GELU(approximate="tanh"),
-            nn.Linear(config.ffn_dim, dim),
-        )
+        self.ffn = GeluFFN(dim, config.ffn_dim)
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
         self.text_len = config.text_len
 
@@ -155,7 +156,7 @@ class Head(nn.Module):
     ) -> None:
         super().__init__()
         self.norm = FP32LayerNorm(dim, eps, elementwise_affine=False)
-        self.head = nn.Linear(dim, math.prod(patch_size) * out_dim)
+        self.head = Linear(dim, math.prod(patch_size) * out_dim)
         self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
@@ -171,9 +172,9 @@ class MLPProj(nn.Module):
         super().__init__()
         self.proj = nn.Sequential(
             FP32LayerNorm(in_dim, eps=1e-5),
-            nn.Linear(in_dim, in_dim),
+            Linear(in_dim, in_dim),
             nn.GELU(),
-            nn.Linear(in_dim, out_dim),
+            Linear(in_dim, out_dim),
             FP32LayerNorm(out_dim, eps=1e-5),
         )
         self.emb_pos = nn.Parameter(torch.zeros(1, FLF2V_IMAGE_TOKENS, in_dim)) if flf2v else None
@@ -193,13 +194,11 @@ class WanModel(nn.Module):
         self.patch_embedding = nn.Conv3d(
             config.in_dim, dim, kernel_size=config.patch_size, stride=config.patch_size
         )
-        self.text_embedding = nn.Sequential(
-            nn.Linear(config.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim)
-        )
+        self.text_embedding = GeluFFN(config.text_dim, dim, dim)
         self.time_embedding = nn.Sequential(
-            nn.Linear(config.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim)
+            Linear(config.freq_dim, dim), nn.SiLU(), Linear(dim, dim)
         )
-        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), Linear(dim, 6 * dim))
         self.blocks = nn.ModuleList(WanAttentionBlock(config) for _ in range(config.num_layers))
         self.head = Head(dim, config.out_dim, config.patch_size, config.eps)
         if config.has_image_embedding:
