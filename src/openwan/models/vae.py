@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from openwan.configs.vae import VAEConfig
+from openwan.ops.conv import Conv2d, channels_last, conv
 
 CACHE_FRAMES = 2  # a kernel-3 causal conv needs the two previous frames
 
@@ -57,20 +58,24 @@ def _tail(x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
 
 
 class CausalConv3d(nn.Conv3d):
-    """Conv3d padded explicitly: spatial padding both sides, temporal padding only in front."""
+    """Conv3d with temporal padding only in front (the past, or zeros) and zero spatial padding
+    on both sides; the spatial padding is left to the convolution itself, which is the same as
+    padding the input explicitly but saves a padded copy of every activation."""
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
         pt, ph, pw = self.padding  # type: ignore[misc,has-type]
-        self.causal_pad = (pw, pw, ph, ph, 2 * pt, 0)
-        self.padding = (0, 0, 0)
+        self.front_pad = 2 * pt
+        self.padding = (0, ph, pw)
 
     def forward(self, x: torch.Tensor, past: torch.Tensor | None = None) -> torch.Tensor:
-        pad = list(self.causal_pad)
-        if past is not None and pad[4] > 0:
+        front = self.front_pad
+        if past is not None and front > 0:
             x = torch.cat([past.to(x.dtype), x], dim=2)
-            pad[4] -= past.shape[2]
-        return super().forward(F.pad(x, pad))
+            front -= past.shape[2]
+        if front > 0:
+            x = F.pad(x, (0, 0, 0, 0, front, 0))
+        return conv(x, self.weight, self.bias, self.stride, self.padding)  # type: ignore[arg-type]
 
     def cached(self, x: torch.Tensor, cache: CausalCache | None) -> torch.Tensor:
         if cache is None:
@@ -112,10 +117,10 @@ class Resample(nn.Module):
         self.mode = mode
         out_dim = dim if out_dim is None else out_dim
         if mode in ("upsample2d", "upsample3d"):
-            self.resample = nn.Sequential(Upsample(), nn.Conv2d(dim, out_dim, 3, padding=1))
+            self.resample = nn.Sequential(Upsample(), Conv2d(dim, out_dim, 3, padding=1))
         elif mode in ("downsample2d", "downsample3d"):
             self.resample = nn.Sequential(
-                nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=2)
+                nn.ZeroPad2d((0, 1, 0, 1)), Conv2d(dim, dim, 3, stride=2)
             )
         else:
             raise ValueError(f"unknown resample mode {mode!r}")
@@ -146,11 +151,8 @@ class Resample(nn.Module):
         cache.put(tail)
         b, c2, t, h, w = y.shape
         # channels [A | B] become consecutive frames A0, B0, A1, B1, ...
-        return (
-            y.view(b, 2, c2 // 2, t, h, w)
-            .permute(0, 2, 3, 1, 4, 5)
-            .reshape(b, c2 // 2, 2 * t, h, w)
-        )
+        y = y.view(b, 2, c2 // 2, t, h, w).permute(0, 2, 3, 1, 4, 5)  # [B, C, T, 2, H, W]
+        return channels_last(y.reshape(b, c2 // 2, 2 * t, h, w))
 
     def _halve_frames(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
         # The first chunk (frame 0) stays one frame; later chunks convolve with the last cached frame.
@@ -190,8 +192,8 @@ class AttentionBlock(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.norm = RMS_norm(dim, images=True)
-        self.to_qkv = nn.Conv2d(dim, dim * 3, 1)
-        self.proj = nn.Conv2d(dim, dim, 1)
+        self.to_qkv = Conv2d(dim, dim * 3, 1)
+        self.proj = Conv2d(dim, dim, 1)
 
     def _frame(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -432,8 +434,9 @@ class WanVAE(nn.Module):
         starts = [0, *range(1, x.shape[2], 4)]
         for i, s in enumerate(starts):
             cache.begin_chunk(first=i == 0)
-            chunks.append(self.encoder(x[:, :, s : 1 if i == 0 else s + 4], cache))
-        mu, logvar = self.conv1(torch.cat(chunks, dim=2)).chunk(2, dim=1)
+            chunk = channels_last(x[:, :, s : 1 if i == 0 else s + 4])  # the convs' fast layout
+            chunks.append(self.encoder(chunk, cache))
+        mu, logvar = self.conv1(torch.cat(chunks, dim=2)).contiguous().chunk(2, dim=1)
         return mu, logvar
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
@@ -454,13 +457,13 @@ class WanVAE(nn.Module):
         if normalized:
             mean, std = self._stats(z)
             z = z * std + mean
-        x = self.conv2(z)
+        x = channels_last(self.conv2(z))  # the convs' fast layout, kept through the decoder
         cache = CausalCache()
         frames = []
         for i in range(x.shape[2]):
             cache.begin_chunk(first=i == 0)
             frames.append(self.decoder(x[:, :, i : i + 1], cache))
-        out = unpatchify(torch.cat(frames, dim=2), self.config.patch_size)
+        out = unpatchify(torch.cat(frames, dim=2).contiguous(), self.config.patch_size)
         return out.clamp(-1, 1) if clamp else out
 
     def init_weights(self) -> None:

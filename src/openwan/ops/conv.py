@@ -1,0 +1,60 @@
+"""The convolution leaf of the VAE: CPU inference calls oneDNN directly, in channels-last layout.
+
+``F.conv3d`` on CPU picks between oneDNN and a slow im2col path by heuristics (small frames land
+on the slow path), and for ``[N, C, D, H, W]`` inputs oneDNN reorders every input and output to its
+blocked layout. Calling ``torch.mkldnn_convolution`` on channels-last tensors avoids both: the
+output stays channels-last, so a whole decode runs without layout reorders. The arithmetic is the
+same convolution (summation order differs, ~1e-7 relative). Training and non-CPU tensors take
+``F.conv2d`` / ``F.conv3d``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@functools.cache
+def _onednn_available() -> bool:
+    return bool(torch.backends.mkldnn.is_available()) and hasattr(torch, "mkldnn_convolution")
+
+
+def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16):
+        return False
+    if weight.dtype != x.dtype:
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return False
+    return _onednn_available()
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """The layout :func:`conv` is fastest in (a no-op when x already has it)."""
+    fmt = torch.channels_last_3d if x.ndim == 5 else torch.channels_last
+    return x.contiguous(memory_format=fmt)
+
+
+def conv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+) -> torch.Tensor:
+    """2D or 3D convolution (by ``x.ndim``) with zero padding, dilation 1, one group."""
+    if _use_onednn(x, weight):
+        ones = (1,) * (x.ndim - 2)
+        return torch.mkldnn_convolution(channels_last(x), weight, bias, padding, stride, ones, 1)
+    op = F.conv3d if x.ndim == 5 else F.conv2d
+    return op(x, weight, bias, stride, padding)
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters and keys) computed by :func:`conv`; zero padding only."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv(x, self.weight, self.bias, self.stride, self.padding)  # type: ignore[arg-type]
