@@ -132,3 +132,18 @@ class WanVACE(WanT2V):
             self.dit.to("cpu")
         video = stages.decode(self.vae, latent[:, len(cond.refs) :])  # drop the reference frames
         return GenerationResult(video=video, request=req, fps=self.task.fps, is_image=False)
+
+
+def as_vace(pipe: WanT2V) -> WanVACE:
+    """The VACE pipeline over the models an already loaded pipeline holds (no reloading)."""
+    if isinstance(pipe, WanVACE):
+        return pipe
+    return WanVACE(
+        pipe.task,
+        pipe.dit,
+        pipe.vae,
+        pipe.text_encoder,
+        device=pipe.device,
+        offload_model=pipe.offload_model,
+        t5_cpu=pipe.t5_cpu,
+    )
