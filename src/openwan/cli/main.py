@@ -202,8 +202,6 @@ def run_generate(args: argparse.Namespace) -> int:
 
         if image is not None:
             raise ValueError("--image is not a VACE input; use --src_ref_images or --src_video")
-        if args.cache_threshold is not None:
-            raise ValueError("--cache-threshold does not support VACE models yet; leave it out")
         pipe = vace_pipe = as_vace(pipe)
     resolved = request.resolve(pipe.task)  # validate before any heavy work
     caches: list[Any] = []

@@ -30,7 +30,7 @@ class VaceBlock(WanAttentionBlock):
         self.before_proj = nn.Linear(dim, dim) if first else None
         self.after_proj = nn.Linear(dim, dim)
 
-    def forward_context(
+    def forward(  # type: ignore[override]
         self,
         c: torch.Tensor,
         x: torch.Tensor,
@@ -94,7 +94,7 @@ class VaceWanModel(WanModel):
         c = F.pad(c, (0, 0, 0, tokens.shape[1] - c.shape[1]))  # zero tokens up to seq_len, as x
         hints = []
         for block in self.vace_blocks:
-            c, hint = block.forward_context(c, tokens, e0, context, layout)
+            c, hint = block(c, tokens, e0, context, layout)
             hints.append(hint)
         return hints
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 
+from openwan.configs.tasks import TaskSpec
+from openwan.models.vace import VaceWanModel
 from openwan.pipelines import stages
 from openwan.pipelines.request import GenerationRequest
 from openwan.pipelines.t2v import GenerationResult, WanT2V
@@ -33,21 +36,21 @@ class WanVACE(WanT2V):
     >>> video = pipe("a dancer", src_video="pose.mp4", src_ref_images="dancer.png")  # doctest: +SKIP
     """
 
-    def __init__(self, task: Any, dit: torch.nn.Module, *args: Any, **kwargs: Any) -> None:
-        if not getattr(dit.config, "is_vace", False):
+    def __init__(
+        self, task: TaskSpec, dit: nn.Module, vae: nn.Module, text_encoder: nn.Module, **kw: Any
+    ) -> None:
+        if not isinstance(dit, VaceWanModel):
             raise ValueError(
                 "this checkpoint is not a VACE model (no vace_layers); use WanT2V / a t2v task"
             )
-        super().__init__(task, dit, *args, **kwargs)
+        super().__init__(task, dit, vae, text_encoder, **kw)
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, **kwargs: Any) -> WanVACE:
         """Load an official or diffusers VACE checkpoint folder (see :meth:`WanT2V.from_pretrained`)."""
         if path is None:
             raise ValueError("WanVACE needs a VACE checkpoint folder (there is no embedded one)")
-        pipe = super().from_pretrained(path, **kwargs)
-        assert isinstance(pipe, cls)
-        return pipe
+        return cast(WanVACE, super().from_pretrained(path, **kwargs))  # built through cls(...)
 
     def __call__(  # type: ignore[override]
         self,

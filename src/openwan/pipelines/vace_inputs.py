@@ -109,6 +109,8 @@ def read_sources(
     if src_mask is not None and src_video is None:
         raise ValueError("a mask video (--src_mask) needs the source video it masks (--src_video)")
     video = _frames(src_video, "the source video") if src_video is not None else None
+    if video is not None and video.shape[3] != 3:
+        raise ValueError("the source video must have RGB frames [F, H, W, 3]")
     mask = _frames(src_mask, "the mask video") if src_mask is not None else None
     if video is not None and mask is not None and mask.shape[:3] != video.shape[:3]:
         raise ValueError(
