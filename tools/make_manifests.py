@@ -13,6 +13,7 @@ import torch
 from openwan.configs import dit as dit_cfg
 from openwan.configs.vae import WAN21_VAE, WAN22_VAE
 from openwan.models.dit import WanModel
+from openwan.models.vace import VaceWanModel
 from openwan.models.vae import WanVAE
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "keys" / "manifests"
@@ -24,6 +25,8 @@ DITS = {
     "dit_flf2v_14B": dit_cfg.WAN21_FLF2V_14B,
     "dit_ti2v_5B": dit_cfg.WAN22_TI2V_5B,
     "dit_i2v_A14B": dit_cfg.WAN22_I2V_A14B,
+    "dit_vace_1.3B": dit_cfg.WAN21_VACE_1_3B,
+    "dit_vace_14B": dit_cfg.WAN21_VACE_14B,
 }
 VAES = {"vae_2.1": WAN21_VAE, "vae_2.2": WAN22_VAE}
 
@@ -36,7 +39,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with torch.device("meta"):
         models = {
-            **{k: WanModel(c) for k, c in DITS.items()},
+            **{k: (VaceWanModel if c.is_vace else WanModel)(c) for k, c in DITS.items()},
             **{k: WanVAE(c) for k, c in VAES.items()},
         }
     for name, model in models.items():

@@ -11,6 +11,7 @@ _LAZY = {
     "load_dit": "openwan.checkpoint.dit_format",
     "load_vae": "openwan.checkpoint.vae_format",
     "WanT2V": "openwan.pipelines.t2v",
+    "WanVACE": "openwan.pipelines.vace",
     "save_video": "openwan.io.video",
     "save_image": "openwan.io.video",
 }

@@ -14,6 +14,7 @@ from openwan.configs.dit import DiTConfig
 from openwan.configs.vae import WAN21_VAE
 from openwan.models.dit import WanModel
 from openwan.models.text import tiny_umt5_config, train_tokenizer
+from openwan.models.vace import VaceWanModel
 from openwan.models.vae import WanVAE
 
 CAPTIONS = [
@@ -35,7 +36,7 @@ def build_models(seed=0):
     return dit, vae, UMT5EncoderModel
 
 
-def write_checkpoints(root: Path, seed=0) -> tuple[Path, Path]:
+def write_checkpoints(root: Path, seed=0, dit_config: DiTConfig = DIT) -> tuple[Path, Path]:
     """Write the same random weights as <root>/official and <root>/diffusers; return both paths."""
     from transformers import AutoTokenizer, UMT5EncoderModel
 
@@ -47,7 +48,8 @@ def write_checkpoints(root: Path, seed=0) -> tuple[Path, Path]:
         scale=0.2,
     )
     t5.config.openwan_text_len = 512
-    dit = randomize_(WanModel(DIT), seed=seed).eval()
+    dit_cls = VaceWanModel if dit_config.is_vace else WanModel
+    dit = randomize_(dit_cls(dit_config), seed=seed).eval()
     vae = randomize_(WanVAE(VAE), seed=seed + 1, scale=0.05).eval()
 
     official = root / "official"

@@ -14,6 +14,7 @@ import torch
 from openwan.configs import dit as dit_cfg
 from openwan.configs.vae import WAN21_VAE, WAN22_VAE
 from openwan.models.dit import WanModel
+from openwan.models.vace import VaceWanModel
 from openwan.models.vae import WanVAE
 
 MANIFESTS = Path(__file__).parent / "manifests"
@@ -25,6 +26,8 @@ DITS = {
     "dit_flf2v_14B": dit_cfg.WAN21_FLF2V_14B,
     "dit_ti2v_5B": dit_cfg.WAN22_TI2V_5B,
     "dit_i2v_A14B": dit_cfg.WAN22_I2V_A14B,
+    "dit_vace_1.3B": dit_cfg.WAN21_VACE_1_3B,
+    "dit_vace_14B": dit_cfg.WAN21_VACE_14B,
 }
 VAES = {"vae_2.1": WAN21_VAE, "vae_2.2": WAN22_VAE}
 
@@ -39,8 +42,9 @@ def _shapes(module):
 
 @pytest.mark.parametrize("name", sorted(DITS))
 def test_dit_matches_manifest(name):
+    cfg = DITS[name]
     with torch.device("meta"):
-        model = WanModel(DITS[name])
+        model = (VaceWanModel if cfg.is_vace else WanModel)(cfg)
     assert _shapes(model) == _load(name)
 
 
@@ -81,6 +85,25 @@ def test_dit_manifests_agree_with_the_spec():
     ]
     assert i2v["blocks.39.cross_attn.k_img.weight"] == [5120, 5120]
     assert _load("dit_flf2v_14B")["img_emb.emb_pos"] == [1, 514, 1280]
+
+
+def test_vace_manifests_agree_with_the_spec():
+    # WAN_SPEC §3.10: T2V keys + vace_patch_embedding (2) + per context block the 27 block tensors
+    # and after_proj (2); block 0 also before_proj (2)
+    for name, base, n in [
+        ("dit_vace_1.3B", "dit_t2v_1.3B", 15),
+        ("dit_vace_14B", "dit_t2v_14B", 8),
+    ]:
+        m, t2v = _load(name), _load(base)
+        assert len(m) == len(t2v) + 2 + n * (27 + 2) + 2
+        assert {k: v for k, v in m.items() if k in t2v} == t2v
+        dim = t2v["head.modulation"][2]
+        assert m["vace_patch_embedding.weight"] == [dim, 96, 1, 2, 2]
+        assert m["vace_blocks.0.before_proj.weight"] == [dim, dim]
+        assert "vace_blocks.1.before_proj.weight" not in m
+        assert m[f"vace_blocks.{n - 1}.after_proj.weight"] == [dim, dim]
+        assert f"vace_blocks.{n}.after_proj.weight" not in m
+        assert m[f"vace_blocks.{n - 1}.ffn.0.weight"] == t2v["blocks.0.ffn.0.weight"]
 
 
 def test_vae_manifests_agree_with_the_spec():
@@ -138,8 +161,10 @@ def test_dit_manifest_equals_diffusers_real_config(name):
     diffusers = pytest.importorskip("diffusers")
     from openwan.checkpoint.dit_format import official_to_diffusers
 
+    cfg = DITS[name]
+    cls = diffusers.WanVACETransformer3DModel if cfg.is_vace else diffusers.WanTransformer3DModel
     with torch.device("meta"):
-        ref = diffusers.WanTransformer3DModel(**DITS[name].to_diffusers_dict())
+        ref = cls(**cfg.to_diffusers_dict())
     ours = {k: torch.empty(s, device="meta") for k, s in _load(name).items()}
     assert _shapes_of(official_to_diffusers(ours)) == _shapes(ref)
 

@@ -18,6 +18,7 @@ from openwan.checkpoint.io import (
 )
 from openwan.configs.dit import ConfigError, DiTConfig
 from openwan.models.dit import WanModel
+from openwan.models.vace import VaceWanModel
 
 # Top-level renames (official prefix -> diffusers prefix), WAN_SPEC §8.1.
 _GLOBAL = [
@@ -32,6 +33,7 @@ _GLOBAL = [
     ("img_emb.proj.4.", "condition_embedder.image_embedder.norm2."),
     ("head.head.", "proj_out."),
     ("patch_embedding.", "patch_embedding."),
+    ("vace_patch_embedding.", "vace_patch_embedding."),
 ]
 _EXACT = [
     ("img_emb.emb_pos", "condition_embedder.image_embedder.pos_embed"),
@@ -59,31 +61,41 @@ _BLOCK = [
     ("ffn.0.", "ffn.net.0.proj."),
     ("ffn.2.", "ffn.net.2."),
 ]
-_BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
+# VACE context blocks (``vace_blocks.{n}.``) are DiT blocks plus the hint projections.
+_VACE_BLOCK = [*_BLOCK, ("before_proj.", "proj_in."), ("after_proj.", "proj_out.")]
+_BLOCK_KEY = re.compile(r"^(blocks|vace_blocks)\.(\d+)\.(.+)$")
+_Table = list[tuple[str, str]]
 
 
-def _rename(key: str, block_table: list[tuple[str, str]], global_table, exact_table) -> str | None:
-    for a, b in exact_table:
+def _match(rest: str, table: _Table) -> str | None:
+    for a, b in table:
+        if rest == a or (a.endswith(".") and rest.startswith(a)):
+            return b + rest[len(a) :]
+    return None
+
+
+def _rename(key: str, tables: dict[str, _Table]) -> str | None:
+    for a, b in tables["exact"]:
         if key == a:
             return b
     m = _BLOCK_KEY.match(key)
     if m:
-        rest = m.group(2)
-        for a, b in block_table:
-            if rest == a or (a.endswith(".") and rest.startswith(a)):
-                return f"blocks.{m.group(1)}.{b}{rest[len(a) :]}"
-        return None
-    for a, b in global_table:
+        stack, index, rest = m.groups()
+        new = _match(rest, tables[stack])
+        return None if new is None else f"{stack}.{index}.{new}"
+    for a, b in tables["global"]:
         if key.startswith(a):
             return b + key[len(a) :]
     return None
 
 
 def _convert(sd: dict[str, torch.Tensor], forward: bool) -> dict[str, torch.Tensor]:
-    flip = (lambda t: t) if forward else (lambda t: [(b, a) for a, b in t])
+    tables = {"blocks": _BLOCK, "vace_blocks": _VACE_BLOCK, "global": _GLOBAL, "exact": _EXACT}
+    if not forward:
+        tables = {name: [(b, a) for a, b in t] for name, t in tables.items()}
     out = {}
     for key, value in sd.items():
-        new = _rename(key, flip(_BLOCK), flip(_GLOBAL), flip(_EXACT))
+        new = _rename(key, tables)
         if new is None:
             side = "official" if forward else "diffusers"
             raise CheckpointError(f"unexpected key in a {side} Wan transformer checkpoint: {key}")
@@ -118,7 +130,37 @@ def load_dit(
     if config.model_type == "i2v" and config.image_embedding is None:
         # Wan2.1 I2V carries a CLIP image embedder; Wan2.2 I2V-A14B experts (same model_type) do not
         config = config.replace(image_embedding=any(k.startswith("img_emb.") for k in sd))
+    config = _vace_fields_from_weights(config, sd, source=str(folder))
     return build_from_state_dict(config, sd, dtype=dtype, device=device, source=str(folder))
+
+
+def _vace_fields_from_weights(
+    config: DiTConfig, sd: dict[str, torch.Tensor], *, source: str
+) -> DiTConfig:
+    """Complete a VACE config the way ``VaceWanModel``'s constructor defaults would.
+
+    Its defaults are every second block (``range(0, num_layers, 2)``) and ``vace_in_dim = in_dim``;
+    the context width is read from ``vace_patch_embedding`` when the config leaves it out.
+    """
+    n_blocks = len({k.split(".")[1] for k in sd if k.startswith("vace_blocks.")})
+    if not n_blocks and not config.is_vace:
+        return config
+    layers = config.vace_layers
+    if layers is None:
+        layers = tuple(range(0, config.num_layers, 2))
+        if n_blocks != len(layers):
+            raise CheckpointError(
+                f"{source} has {n_blocks} VACE blocks but its config.json has no vace_layers; "
+                "add the list of block indices the hints are added after"
+            )
+    in_dim = config.vace_in_dim
+    if in_dim is None:
+        weight = sd.get("vace_patch_embedding.weight")
+        in_dim = int(weight.shape[1]) if weight is not None else config.in_dim
+    model_type = (
+        "t2v" if config.model_type == "vace" else config.model_type
+    )  # as DiTConfig.from_dict
+    return config.replace(vace_layers=layers, vace_in_dim=in_dim, model_type=model_type)
 
 
 def build_from_state_dict(
@@ -131,7 +173,7 @@ def build_from_state_dict(
 ) -> WanModel:
     """Build on ``meta`` and assign the weights strictly, naming any mismatch."""
     with torch.device("meta"):
-        model = WanModel(config)
+        model = VaceWanModel(config) if config.is_vace else WanModel(config)
     what = (
         f"{source} does not match its config ({config.model_type}, dim {config.dim}, "
         f"{config.num_layers} layers)"
@@ -150,7 +192,8 @@ def save_dit(model: WanModel, folder: str | Path, format: str = "official") -> P
         config = {"_class_name": cls, **model.config.to_diffusers_dict()}
         sd = official_to_diffusers(sd)
     elif format == "official":
-        config = {"_class_name": "WanModel", **model.config.to_dict()}
+        cls = "VaceWanModel" if model.config.is_vace else "WanModel"
+        config = {"_class_name": cls, **model.config.to_dict()}
     else:
         raise ValueError(f"unknown checkpoint format {format!r}; use 'official' or 'diffusers'")
     save_state_dict(sd, folder / "diffusion_pytorch_model.safetensors")

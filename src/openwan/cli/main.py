@@ -45,7 +45,7 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
         p,
         "task",
         default=None,
-        help="task name, e.g. t2v-1.3B, t2v-14B, t2i-14B, t2v-A14B, ti2v-5B, "
+        help="task name, e.g. t2v-1.3B, t2v-14B, t2i-14B, t2v-A14B, ti2v-5B, vace-1.3B, vace-14B, "
         "t2v-tiny (default: t2v-tiny without --ckpt-dir, else recognised from the checkpoint)",
     )
     _flag(
@@ -68,6 +68,10 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="start the video from this image (TI2V-5B: first-frame latent conditioning)",
     )
+    _flag(p, "src_video", default=None, help="VACE: source / control video (pose, depth, ...)")
+    _flag(p, "src_mask", default=None, help="VACE: mask video, white = regenerate (MV2V)")
+    _flag(p, "src_ref_images", default=None, help="VACE: reference images, comma-separated")
+    _flag(p, "context_scale", type=float, default=1.0, help="VACE: strength of the context")
     _flag(p, "size", default=None, help="WIDTH*HEIGHT, e.g. 832*480 (default: the task's)")
     _flag(p, "frame_num", type=int, default=None, help="number of frames, 4n+1 (1 = an image)")
     _flag(p, "sample_steps", type=int, default=None, help="denoising steps")
@@ -163,6 +167,12 @@ def run_generate(args: argparse.Namespace) -> int:
         from openwan.pipelines.image_cond import load_image
 
         image = load_image(args.image)  # an unreadable image fails before any model is loaded
+    vace_inputs = (args.src_video, args.src_mask, args.src_ref_images)
+    sources = None
+    if any(v is not None for v in vace_inputs):
+        from openwan.pipelines.vace_inputs import read_sources
+
+        sources = read_sources(*vace_inputs)  # unreadable / mismatched inputs fail here
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     offload = args.offload_model if args.offload_model is not None else device.type == "cuda"
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, None: None}[args.dtype]
@@ -186,6 +196,13 @@ def run_generate(args: argparse.Namespace) -> int:
         offload_model=offload,
         t5_cpu=args.t5_cpu,
     )
+    vace_pipe = None
+    if pipe.dit.config.is_vace or sources is not None:
+        from openwan.pipelines.vace import as_vace
+
+        if image is not None:
+            raise ValueError("--image is not a VACE input; use --src_ref_images or --src_video")
+        pipe = vace_pipe = as_vace(pipe)
     resolved = request.resolve(pipe.task)  # validate before any heavy work
     caches: list[Any] = []
     if args.cache_threshold is not None:
@@ -209,7 +226,12 @@ def run_generate(args: argparse.Namespace) -> int:
             bar.update(1)
 
     try:
-        result = pipe.generate(request, callback=on_step, image=image)
+        if vace_pipe is not None:
+            result = vace_pipe.generate(
+                request, sources=sources, context_scale=args.context_scale, callback=on_step
+            )
+        else:
+            result = pipe.generate(request, callback=on_step, image=image)
     finally:
         if bar is not None:
             bar.close()
@@ -232,6 +254,10 @@ def run_generate(args: argparse.Namespace) -> int:
         meta["cache_threshold"] = args.cache_threshold
     if args.image is not None:
         meta["image"] = str(args.image)
+    if vace_pipe is not None:
+        vace_meta = zip(("src_video", "src_mask", "src_ref_images"), vace_inputs)
+        meta.update({k: str(v) for k, v in vace_meta if v is not None})
+        meta["context_scale"] = args.context_scale
     if result.is_image and out.suffix.lower() != ".mp4":
         save_image(result.video, out, metadata=meta)
     else:

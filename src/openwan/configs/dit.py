@@ -49,7 +49,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DiTConfig:
-    model_type: str = "t2v"  # t2v | i2v | flf2v | ti2v | vace | s2v
+    model_type: str = "t2v"  # t2v | i2v | flf2v | ti2v | s2v (VACE: "t2v" + vace_layers)
     patch_size: tuple[int, int, int] = (1, 2, 2)
     text_len: int = 512
     in_dim: int = 16
@@ -113,6 +113,10 @@ class DiTConfig:
         for key in ("patch_size", "window_size", "vace_layers"):
             if kw.get(key) is not None:
                 kw[key] = tuple(kw[key])
+        if kw.get("vace_layers") is not None and kw.get("model_type") == "vace":
+            # VaceWanModel's code default; the released VACE configs say "t2v". Architecturally a
+            # VACE model is a T2V model plus context blocks (``is_vace``), so one spelling is kept.
+            kw["model_type"] = "t2v"
         return cls(**kw)
 
     @classmethod
@@ -187,8 +191,6 @@ def _from_diffusers(raw: dict[str, Any]) -> dict[str, Any]:
         out["model_type"] = "flf2v"
     elif raw.get("image_dim"):
         out["model_type"] = "i2v"
-    elif raw.get("vace_layers") is not None:
-        out["model_type"] = "vace"
     elif out.get("in_dim") == 48:
         out["model_type"] = "ti2v"
     elif out.get("in_dim") == 36:

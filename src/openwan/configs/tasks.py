@@ -109,6 +109,16 @@ _register(
     )
 )
 
+# Wan2.1 VACE: T2V sampling with shift 16 (official generate.py); context_scale 1.0
+_register(
+    TaskSpec("vace-1.3B", dit_cfg.WAN21_VACE_1_3B, WAN21_VAE, SIZES_21_1_3B, "832*480", shift=16.0)
+)
+_register(
+    TaskSpec(
+        "vace-14B", dit_cfg.WAN21_VACE_14B, WAN21_VAE, SIZES_21_T2V_14B, "1280*720", shift=16.0
+    )
+)
+
 
 # The embedded tiny shapes-world model (src/openwan/assets/wan-tiny). Only the architecture matters
 # here; the shipped vae/config.json carries the measured latent statistics.

@@ -45,6 +45,11 @@ class FirstBlockCache:
             raise ValueError(f"the cache threshold must be >= 0, got {threshold}")
         if len(model.blocks) < 2:
             raise ValueError("a first-block cache needs a model with at least two blocks")
+        if model.config.is_vace:
+            # VACE blocks add context hints between blocks; the cached residual would drop them
+            raise ValueError(
+                "the first-block cache (--cache-threshold) does not support VACE models yet"
+            )
         self.model, self.threshold = model, threshold
         self.stats = CacheStats()
         self._branches: dict[tuple[Any, ...], _Branch] = {}
