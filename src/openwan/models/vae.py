@@ -119,9 +119,7 @@ class Resample(nn.Module):
         if mode in ("upsample2d", "upsample3d"):
             self.resample = nn.Sequential(Upsample(), Conv2d(dim, out_dim, 3, padding=1))
         elif mode in ("downsample2d", "downsample3d"):
-            self.resample = nn.Sequential(
-                nn.ZeroPad2d((0, 1, 0, 1)), Conv2d(dim, dim, 3, stride=2)
-            )
+            self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), Conv2d(dim, dim, 3, stride=2))
         else:
             raise ValueError(f"unknown resample mode {mode!r}")
         if mode == "upsample3d":
