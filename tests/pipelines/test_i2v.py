@@ -265,3 +265,44 @@ def test_i2v_a14b_matches_diffusers(tmp_path):
         pipe.task = dataclasses.replace(pipe.task, boundary=0.9)  # custom task: official I2V value
         got = pipe.generate(req, image=image, noise=noise).video
         assert rel_err(got, want) <= 1e-4, rel_err(got, want)
+
+
+@pytest.mark.parametrize("frame_num,cond_frames", [(5, 1), (9, 5)])
+def test_continuation_conditions_each_round_on_the_last_frames_so_far(i2v, frame_num, cond_frames):
+    """What is guaranteed: round r+1 is conditioned (mask + VAE latent in y) on exactly the last
+    ``cond_frames`` frames of the decoded video after round r, and the joined video keeps those
+    frames (the new clip is appended without its conditioned part)."""
+    official, _ = i2v
+    pipe = WanI2V.from_pretrained(official, device="cpu")
+    g = torch.Generator().manual_seed(0)
+    start = torch.rand(3, 5, 32, 48, generator=g) * 2 - 1
+    seen = []
+    forward = pipe.dit.forward
+
+    def record(x, t, context, **kw):
+        if not any(kw["y"] is s for s in seen):
+            seen.append(kw["y"])
+        return forward(x, t, context, **kw)
+
+    pipe.dit.forward = record
+    try:
+        req = GenerationRequest(**{**REQ, "frame_num": frame_num, "steps": 2})
+        result = pipe.extend(req, start, num_rounds=3, cond_frames=cond_frames)
+    finally:
+        del pipe.dit.forward
+    step = frame_num - cond_frames
+    video = result.video
+    assert video.shape == (3, 5 + 3 * step, 32, 48)
+    assert torch.equal(video[:, :5], start)
+    assert len(seen) == 3  # one condition per round, shared by every call of that round
+    lat_known = (cond_frames - 1) // 4 + 1  # latent frames whose 4 sub-frames are all given
+    for r, y in enumerate(seen):
+        end = 5 + r * step  # frames of the joined video before round r
+        tail = video[:, end - cond_frames : end]
+        cond = torch.cat([tail, torch.zeros(3, frame_num - cond_frames, 32, 48)], dim=1)
+        with torch.no_grad():
+            latent = pipe.vae.encode(cond[None])[0]
+        assert torch.allclose(y[0, 4:], latent, atol=1e-5)
+        assert torch.all(y[0, :4, :lat_known] == 1) and torch.all(y[0, :4, lat_known:] == 0)
+    with pytest.raises(RequestError, match="cond_frames"):
+        pipe.extend(req, start, cond_frames=frame_num)
