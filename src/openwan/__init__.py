@@ -11,6 +11,8 @@ _LAZY = {
     "load_dit": "openwan.checkpoint.dit_format",
     "load_vae": "openwan.checkpoint.vae_format",
     "WanT2V": "openwan.pipelines.t2v",
+    "WanI2V": "openwan.pipelines.i2v",
+    "WanFLF2V": "openwan.pipelines.i2v",
     "save_video": "openwan.io.video",
     "save_image": "openwan.io.video",
 }

@@ -276,7 +276,10 @@ class WanI2V:
                 f"(frame_num {req.frame_num}, input video of {video.shape[1]} frames); "
                 f"got {cond_frames}"
             )
-        size = self.output_size(video.shape[3], video.shape[2], req.size)
+        size = (int(video.shape[3]), int(video.shape[2]))
+        mult = self._size_step()
+        if size[0] % mult or size[1] % mult or size[0] * size[1] > req.size[0] * req.size[1]:
+            size = self.output_size(size[0], size[1], req.size)
         req = replace(req, size=size)
         out = torch.stack([resize_frame(f, size) for f in video.float().unbind(1)], dim=1)
         for r in range(num_rounds):
@@ -308,6 +311,9 @@ class WanI2V:
                 f"the prompt has {n} tokens; the limit is {self.task.text_len} (including the end token)"
             )
         return req
+
+    def _size_step(self) -> int:
+        return int(self.vae.config.stride[1] * self.dit.config.patch_size[1])
 
     def output_size(self, width: int, height: int, area_size: tuple[int, int]) -> tuple[int, int]:
         """The official (w, h) for a ``width x height`` frame within the area of ``area_size``."""
