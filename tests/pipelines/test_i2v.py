@@ -306,3 +306,13 @@ def test_continuation_conditions_each_round_on_the_last_frames_so_far(i2v, frame
         assert torch.all(y[0, :4, :lat_known] == 1) and torch.all(y[0, :4, lat_known:] == 0)
     with pytest.raises(RequestError, match="cond_frames"):
         pipe.extend(req, start, cond_frames=frame_num)
+
+
+def test_official_image_configs_are_recognised():
+    from openwan.configs.tasks import infer_task
+
+    for name, experts in (("i2v-14B", False), ("flf2v-14B", False), ("i2v-A14B", True)):
+        spec = get_task(name)
+        # the loader resolves image_embedding from the weights (True for Wan2.1 I2V/FLF2V)
+        loaded = spec.dit.replace(image_embedding=spec.dit.has_image_embedding)
+        assert infer_task(loaded, spec.vae, has_experts=experts).name == name

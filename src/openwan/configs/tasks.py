@@ -189,7 +189,7 @@ def infer_task(dit: DiTConfig, vae: VAEConfig, *, has_experts: bool = False) -> 
     for spec in TASKS.values():
         if spec.image_output or spec.is_moe != has_experts:
             continue
-        if spec.dit == dit and spec.vae == vae:
+        if _same_arch(spec.dit, dit) and spec.vae == vae:
             return spec
     return TaskSpec(
         name="custom",
@@ -201,6 +201,13 @@ def infer_task(dit: DiTConfig, vae: VAEConfig, *, has_experts: bool = False) -> 
         boundary=0.875 if has_experts else None,
         expert_dirs=("low_noise_model", "high_noise_model") if has_experts else None,
         text_dtype="fp32",
+    )
+
+
+def _same_arch(a: DiTConfig, b: DiTConfig) -> bool:
+    """Equal configs, with ``image_embedding`` resolved (loaders fill it in from the weights)."""
+    return a.replace(image_embedding=a.has_image_embedding) == b.replace(
+        image_embedding=b.has_image_embedding
     )
 
 
