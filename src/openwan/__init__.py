@@ -12,6 +12,8 @@ _LAZY = {
     "load_vae": "openwan.checkpoint.vae_format",
     "WanT2V": "openwan.pipelines.t2v",
     "WanVACE": "openwan.pipelines.vace",
+    "WanI2V": "openwan.pipelines.i2v",
+    "WanFLF2V": "openwan.pipelines.i2v",
     "save_video": "openwan.io.video",
     "save_image": "openwan.io.video",
 }

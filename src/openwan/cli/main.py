@@ -45,7 +45,8 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
         p,
         "task",
         default=None,
-        help="task name, e.g. t2v-1.3B, t2v-14B, t2i-14B, t2v-A14B, ti2v-5B, vace-1.3B, vace-14B, "
+        help="task name, e.g. t2v-1.3B, t2v-14B, t2i-14B, t2v-A14B, ti2v-5B, i2v-14B, flf2v-14B, "
+        "i2v-A14B, vace-1.3B, vace-14B, "
         "t2v-tiny (default: t2v-tiny without --ckpt-dir, else recognised from the checkpoint)",
     )
     _flag(
@@ -66,12 +67,15 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
         p,
         "image",
         default=None,
-        help="start the video from this image (TI2V-5B: first-frame latent conditioning)",
+        help="start the video from this image (I2V tasks; TI2V-5B: first-frame latent conditioning)",
     )
     _flag(p, "src_video", default=None, help="VACE: source / control video (pose, depth, ...)")
     _flag(p, "src_mask", default=None, help="VACE: mask video, white = regenerate (MV2V)")
     _flag(p, "src_ref_images", default=None, help="VACE: reference images, comma-separated")
     _flag(p, "context_scale", type=float, default=1.0, help="VACE: strength of the context")
+    from openwan.cli.image_tasks import add_image_args
+
+    add_image_args(p, _flag)
     _flag(p, "size", default=None, help="WIDTH*HEIGHT, e.g. 832*480 (default: the task's)")
     _flag(p, "frame_num", type=int, default=None, help="number of frames, 4n+1 (1 = an image)")
     _flag(p, "sample_steps", type=int, default=None, help="denoising steps")
@@ -162,8 +166,12 @@ def run_generate(args: argparse.Namespace) -> int:
         )
     if args.save_file:
         check_writable(Path(args.save_file))
+    from openwan.cli.image_tasks import read_inputs, run_image_task, wants_image_pipeline
+
+    image_task = wants_image_pipeline(args)
+    inputs = read_inputs(args) if image_task else {}
     image = None
-    if args.image is not None:
+    if args.image is not None and not image_task:
         from openwan.pipelines.image_cond import load_image
 
         image = load_image(args.image)  # an unreadable image fails before any model is loaded
@@ -188,7 +196,14 @@ def run_generate(args: argparse.Namespace) -> int:
         seed=args.base_seed,
     )
     t0 = time.perf_counter()
-    pipe = WanT2V.from_pretrained(
+    pipe_cls: Any = WanT2V
+    if image_task:
+        from openwan.pipelines.i2v import WanI2V
+
+        if args.ckpt_dir is None:
+            raise ValueError("image-to-video needs a checkpoint: pass --ckpt-dir FOLDER")
+        pipe_cls = WanI2V
+    pipe = pipe_cls.from_pretrained(
         args.ckpt_dir,
         task=args.task,
         device=device,
@@ -219,7 +234,9 @@ def run_generate(args: argparse.Namespace) -> int:
     if not args.quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=resolved.steps, desc="denoising", unit="step", file=sys.stderr)
+        bar = tqdm(
+            total=resolved.steps * args.num_rounds, desc="denoising", unit="step", file=sys.stderr
+        )
 
     def on_step(i: int, total: int) -> None:
         if bar is not None:
@@ -230,6 +247,8 @@ def run_generate(args: argparse.Namespace) -> int:
             result = vace_pipe.generate(
                 request, sources=sources, context_scale=args.context_scale, callback=on_step
             )
+        elif image_task:
+            result = run_image_task(pipe, args, request, inputs, on_step)
         else:
             result = pipe.generate(request, callback=on_step, image=image)
     finally:
@@ -252,7 +271,11 @@ def run_generate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         meta["cache_threshold"] = args.cache_threshold
-    if args.image is not None:
+    if image_task:
+        from openwan.cli.image_tasks import input_metadata
+
+        meta |= input_metadata(args)
+    elif args.image is not None:
         meta["image"] = str(args.image)
     if vace_pipe is not None:
         vace_meta = zip(("src_video", "src_mask", "src_ref_images"), vace_inputs)

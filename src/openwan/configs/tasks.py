@@ -120,6 +120,45 @@ _register(
 )
 
 
+# Image-conditioned tasks (WAN_SPEC §6.8, §7.2, §7.3). ``size`` is the maximum area; the output
+# follows the image's aspect ratio. i2v-14B uses shift 3.0 at the 480P areas (pipelines/i2v.py).
+I2V_NEGATIVE_PROMPT = "镜头晃动，" + DEFAULT_NEGATIVE_PROMPT
+_register(
+    TaskSpec(
+        "i2v-14B",
+        dit_cfg.WAN21_I2V_14B,
+        WAN21_VAE,
+        SIZES_21_T2V_14B,
+        "1280*720",
+        steps=40,
+        negative_prompt=I2V_NEGATIVE_PROMPT,
+    )
+)
+_register(
+    TaskSpec(
+        "flf2v-14B",
+        dit_cfg.WAN21_FLF2V_14B,
+        WAN21_VAE,
+        SIZES_21_T2V_14B,
+        "1280*720",
+        shift=16.0,
+        negative_prompt="镜头切换，" + I2V_NEGATIVE_PROMPT,
+    )
+)
+_register(
+    TaskSpec(
+        "i2v-A14B",
+        dit_cfg.WAN22_I2V_A14B,
+        WAN21_VAE,
+        SIZES_21_T2V_14B,
+        "1280*720",
+        steps=40,
+        guide_scale=(3.5, 3.5),
+        boundary=0.900,
+        expert_dirs=("low_noise_model", "high_noise_model"),
+    )
+)
+
 # The embedded tiny shapes-world model (src/openwan/assets/wan-tiny). Only the architecture matters
 # here; the shipped vae/config.json carries the measured latent statistics.
 TINY_DIT = DiTConfig(
@@ -160,7 +199,7 @@ def infer_task(dit: DiTConfig, vae: VAEConfig, *, has_experts: bool = False) -> 
     for spec in TASKS.values():
         if spec.image_output or spec.is_moe != has_experts:
             continue
-        if spec.dit == dit and spec.vae == vae:
+        if _same_arch(spec.dit, dit) and spec.vae == vae:
             return spec
     return TaskSpec(
         name="custom",
@@ -172,6 +211,13 @@ def infer_task(dit: DiTConfig, vae: VAEConfig, *, has_experts: bool = False) -> 
         boundary=0.875 if has_experts else None,
         expert_dirs=("low_noise_model", "high_noise_model") if has_experts else None,
         text_dtype="fp32",
+    )
+
+
+def _same_arch(a: DiTConfig, b: DiTConfig) -> bool:
+    """Equal configs, with ``image_embedding`` resolved (loaders fill it in from the weights)."""
+    return a.replace(image_embedding=a.has_image_embedding) == b.replace(
+        image_embedding=b.has_image_embedding
     )
 
 

@@ -7,12 +7,16 @@ are given timestep 0 (they are clean) while all others get the current t.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from openwan.io.video import MediaError
 
@@ -93,3 +97,118 @@ class FirstFrame:
         tt = t.reshape(()).expand(n).clone()
         tt[:per_frame] = 0
         return tt.unsqueeze(0)
+
+
+# ----------------------------------------------------------------------------- Wan2.1/2.2 I2V
+# I2V, FLF2V and video continuation condition through extra input channels instead: ``y`` = a
+# 4-channel mask of the known pixel frames + the VAE latent of a video holding those frames (zeros
+# elsewhere), concatenated after the 16 noisy channels (in_dim 36).
+
+
+def i2v_output_size(
+    width: int,
+    height: int,
+    max_area: int,
+    stride: tuple[int, int] = (8, 8),
+    patch: tuple[int, int] = (2, 2),
+) -> tuple[int, int]:
+    """The official I2V/FLF2V (width, height) for an image and a maximum area (WAN_SPEC §7.2).
+
+    ``lat_h = floor(floor(sqrt(area * h/w) / s) / p) * p`` (likewise ``lat_w`` with ``w/h``), the
+    pixel size is the latent size times the VAE stride; the aspect ratio is kept approximately.
+    """
+    aspect = height / width
+    lat_h = int(math.sqrt(max_area * aspect) // stride[0] // patch[0] * patch[0])
+    lat_w = int(math.sqrt(max_area / aspect) // stride[1] // patch[1] * patch[1])
+    if lat_h <= 0 or lat_w <= 0:
+        raise ValueError(
+            f"an area of {max_area} px is too small for a {width}x{height} image; "
+            "pick a larger --size"
+        )
+    return lat_w * stride[1], lat_h * stride[0]
+
+
+def image_to_pixels(image: Any) -> torch.Tensor:
+    """An RGB PIL image -> ``[3, H, W]`` in [-1, 1] at its own resolution."""
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32).copy())  # [H, W, 3] 0..255
+    return pixels.permute(2, 0, 1).div(255.0).sub(0.5).div(0.5)
+
+
+def resize_frame(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``[3, H, W]`` -> ``[3, h, w]`` for size (w, h): the official bicubic resize of the whole frame
+    (no crop, no antialias, no clamp)."""
+    w, h = size
+    if tuple(pixels.shape[1:]) == (h, w):
+        return pixels
+    return F.interpolate(pixels[None].float(), size=(h, w), mode="bicubic", align_corners=False)[0]
+
+
+def match_frame(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Cover ``size`` = (w, h) keeping the aspect ratio (bicubic), then centre-crop to it.
+
+    FLF2V uses this for a last frame whose size differs from the first frame's.
+    """
+    w, h = size
+    src_h, src_w = pixels.shape[1:]
+    scale = max(w / src_w, h / src_h)
+    cover = resize_frame(pixels, (max(w, round(src_w * scale)), max(h, round(src_h * scale))))
+    top, left = (cover.shape[1] - h) // 2, (cover.shape[2] - w) // 2
+    return cover[:, top : top + h, left : left + w]
+
+
+def known_frame_mask(
+    frame_num: int, known: Sequence[int], lat_hw: tuple[int, int], stride_t: int = 4
+) -> torch.Tensor:
+    """The 4-channel mask ``[stride_t, T, h, w]`` of the pixel frames whose content is given.
+
+    A pixel-frame mask (1 on ``known``) with frame 0 repeated ``stride_t`` times is folded into
+    groups of ``stride_t`` consecutive frames, one group per latent frame: channel j of latent frame
+    tau is the mask of expanded frame ``stride_t * tau + j`` (WAN_SPEC §7.2).
+    """
+    m = torch.zeros(frame_num)
+    m[list(known)] = 1.0
+    expanded = torch.cat([m[:1].repeat(stride_t), m[1:]])  # [F + stride_t - 1]
+    lat_t = expanded.numel() // stride_t
+    folded = expanded.view(lat_t, stride_t).transpose(0, 1)  # [stride_t, T]
+    return folded[:, :, None, None].expand(stride_t, lat_t, *lat_hw).contiguous()
+
+
+@dataclass
+class FrameCondition:
+    """What an I2V-type DiT takes besides the noisy latent (same for both CFG branches)."""
+
+    y: torch.Tensor  # [4 + z_dim, T, h, w]: mask, then the latent of the conditioning video
+    clip_fea: torch.Tensor | None  # [1, 257 * n_images, 1280]; None for Wan2.2 I2V-A14B
+
+    def model_kwargs(self, device: torch.device) -> dict[str, object]:
+        kwargs: dict[str, object] = {"y": self.y.unsqueeze(0).to(device)}
+        if self.clip_fea is not None:
+            kwargs["clip_fea"] = self.clip_fea.to(device)
+        return kwargs
+
+
+def encode_frame_condition(
+    vae: nn.Module,
+    frames: dict[int, torch.Tensor],
+    frame_num: int,
+    size: tuple[int, int],
+) -> torch.Tensor:
+    """``y [4 + z_dim, T, h, w]`` for pixel frames ``{index: [3, h, w]}`` of a ``frame_num`` video.
+
+    The conditioning video holds the given frames at their indices and zeros elsewhere; its VAE
+    latent (normalised mean) follows the mask channels.
+    """
+    w, h = size
+    video = torch.zeros(3, frame_num, h, w)
+    for index, pixels in frames.items():
+        if tuple(pixels.shape) != (3, h, w):
+            raise ValueError(
+                f"frame {index} has shape {tuple(pixels.shape)}, expected (3, {h}, {w})"
+            )
+        video[:, index] = pixels
+    param = next(vae.parameters())
+    with torch.no_grad():
+        latent = vae.encode(video.unsqueeze(0).to(param.device, param.dtype))[0].float()
+    stride = vae.config.stride
+    mask = known_frame_mask(frame_num, sorted(frames), tuple(latent.shape[2:]), stride[0])
+    return torch.cat([mask.to(latent.device), latent])

@@ -140,3 +140,20 @@ def decode(vae: nn.Module, latent: torch.Tensor) -> torch.Tensor:
         param = next(vae.parameters())
         video = vae.decode(latent.unsqueeze(0).to(param.device, param.dtype))
     return video[0].float()
+
+
+def make_experts(
+    dit: nn.Module,
+    dit_high: nn.Module | None,
+    guide_scale: tuple[float, float],
+    boundary: float | None,
+    num_train_timesteps: int,
+) -> tuple[list[Expert], float | None]:
+    """``[low_noise (or the only model), high_noise]`` with their CFG scales, and ``boundary_t``
+    (the A14B switch on the integer t; None for a single model)."""
+    low, high = guide_scale
+    experts = [Expert(dit, low)]
+    if dit_high is None:
+        return experts, None
+    experts.append(Expert(dit_high, high))
+    return experts, (boundary or 0.0) * num_train_timesteps
