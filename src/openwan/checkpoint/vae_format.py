@@ -18,6 +18,7 @@ from openwan.checkpoint.io import (
 )
 from openwan.configs.vae import WAN21_VAE, WAN22_VAE, VAEConfig
 from openwan.models.vae import WanVAE
+from openwan.ops.conv import channels_last_weights
 
 _RESIDUAL = [
     ("residual.0.gamma", "norm1.gamma"),
@@ -209,7 +210,7 @@ def load_vae(
         vae = WanVAE(cfg)
     what = f"{path} does not match a Wan VAE {cfg.version} (dim {cfg.dim})"
     assign_strict(vae, sd, what=what, dtype=dtype, device=device)
-    return vae.eval()
+    return channels_last_weights(vae).eval()  # assigning replaced the weights' layout
 
 
 def save_vae(vae: WanVAE, path: str | Path, format: str = "official") -> Path:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from openwan.configs.vae import VAEConfig
-from openwan.ops.conv import Conv2d, channels_last, conv
+from openwan.ops.conv import Conv2d, channels_last, channels_last_weights, conv
 
 CACHE_FRAMES = 2  # a kernel-3 causal conv needs the two previous frames
 
@@ -404,6 +404,7 @@ class WanVAE(nn.Module):
         self.conv1 = CausalConv3d(2 * z, 2 * z, 1)  # "quant conv": -> (mu, logvar)
         self.conv2 = CausalConv3d(z, z, 1)  # "post-quant conv"
         self.decoder = Decoder3d(config)
+        channels_last_weights(self)
 
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (1, self.config.z_dim, 1, 1, 1)

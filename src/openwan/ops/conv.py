@@ -53,6 +53,17 @@ def conv(
     return op(x, weight, bias, stride, padding)
 
 
+def channels_last_weights(module: nn.Module) -> nn.Module:
+    """Store every conv weight channels-last, the layout oneDNN reads without a per-call copy.
+
+    Only the memory layout changes: values, shapes and state-dict keys stay the same.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            m.weight.data = channels_last(m.weight.data)
+    return module
+
+
 class Conv2d(nn.Conv2d):
     """``nn.Conv2d`` (same parameters and keys) computed by :func:`conv`; zero padding only."""
 
