@@ -6,6 +6,7 @@ and audio features multiplied by 0 (reference, motion and pose conditions stay t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -72,8 +73,19 @@ def sample_clip(
     shift: float = S2V_SHIFT,
     guide_scale: float = S2V_GUIDE,
     solver: str = "unipc",
+    callback: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Denoise one clip's latent ``[16, T, h, w]`` from ``noise`` (a fresh schedule per clip)."""
+    """Denoise one clip's latent ``[16, T, h, w]`` from ``noise`` (a fresh schedule per clip).
+
+    ``callback(step, steps)`` after every solver step (progress).
+    """
     model_fn = s2v_model_fn(model, cond, context, context_null, guide_scale)
+
+    def on_step(i: int, x: torch.Tensor) -> None:
+        if callback is not None:
+            callback(i, steps)
+
     with torch.no_grad():
-        return SOLVERS[solver](model_fn, noise, make_schedule(solver, steps, shift))
+        return SOLVERS[solver](
+            model_fn, noise, make_schedule(solver, steps, shift), callback=on_step
+        )
