@@ -133,3 +133,60 @@ def test_bad_inputs(setup, tmp_path):
         pipe.generate(_request(root), tmp_path / "o.gif")
     assert not any(tmp_path.glob("o.*"))
     assert torch.is_grad_enabled()  # sampling does not leave autograd switched off
+
+
+def test_pose_video_conditions_the_clip_and_short_pose_is_padded(setup, tmp_path):
+    from openwan.io.video import save_video
+
+    root, pipe = setup
+    # 3 pose frames at 8 fps (sampled at stride 1) for an 8-frame clip: padded with blank pose
+    pose = np.zeros((3, 64, 64, 3), np.uint8)
+    pose[:, 20:40, 20:40] = 255
+    save_video(pose, tmp_path / "pose.mp4", fps=8)
+    req = _request(root, num_clip=1, guide_scale=1.0, steps=1)
+    plain = read_video(pipe.generate(req, tmp_path / "plain.mp4"))[0].astype(float)
+    posed = pipe.generate(
+        _request(root, num_clip=1, guide_scale=1.0, steps=1, pose_video=tmp_path / "pose.mp4"),
+        tmp_path / "posed.mp4",
+    )
+    assert np.abs(read_video(posed)[0].astype(float) - plain).mean() > 1.0
+
+
+def test_cli_s2v(setup, tmp_path, capsys):
+    from openwan.cli.main import main
+
+    root, _ = setup
+    out = tmp_path / "cli.mp4"
+    common = [
+        "generate",
+        "--task",
+        "s2v-14B",
+        "--ckpt-dir",
+        str(root / "ckpt"),
+        "--image",
+        str(root / "ref.png"),
+        "--prompt",
+        "a red face talking",
+        "--size",
+        "64*64",
+        "--infer_frames",
+        "8",
+        "--num_clip",
+        "1",
+        "--sample_steps",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    assert main([*common, "--audio", str(root / "speech.wav"), "--save_file", str(out)]) == 0
+    video_s, audio_s = stream_durations(out)
+    assert video_s == pytest.approx(5 / 16) and abs(audio_s - video_s) <= 1 / 16
+    (tmp_path / "broken.wav").write_bytes(b"not audio at all" * 50)
+    code = main(
+        [*common, "--audio", str(tmp_path / "broken.wav"), "--save_file", str(tmp_path / "b.mp4")]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot decode audio" in err[0]
+    assert main(["generate", "--prompt", "x", "--audio", "a.wav"]) == 2
+    assert "only apply to --task s2v-14B" in capsys.readouterr().err
