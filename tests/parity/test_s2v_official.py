@@ -168,3 +168,21 @@ def test_wrong_audio_length_is_an_error(model):
             cond_states=inp["cond_states"],
             audio_input=inp["audio_input"][..., :8],
         )
+
+
+def test_bf16_weights_run_close_to_fp32(model):
+    # the official pipeline runs the DiT in bf16: every S2V branch must accept bf16 weights
+    inp = {k[len("later_clip.in.") :]: v for k, v in FORWARD.items() if "later_clip.in." in k}
+    half = WanModelS2V(CONFIG).eval()
+    half.load_state_dict(model.state_dict())
+    half.to(torch.bfloat16)
+    kwargs = dict(
+        ref_latents=inp["ref_latents"],
+        motion_latents=inp["motion_latents"],
+        cond_states=inp["cond_states"],
+        audio_input=inp["audio_input"],
+    )
+    with torch.no_grad():
+        out = half(inp["x"], inp["t"], [inp["context.0"]], **kwargs)
+    assert out.dtype == torch.float32
+    assert rel_err(out, FORWARD["out.later_clip"]) <= 0.05

@@ -53,6 +53,10 @@ def run_s2v(args: argparse.Namespace) -> int:
         )
     if args.prompt is None:
         raise ValueError("--prompt is required, e.g. --prompt 'a man talking to the camera'")
+    if args.cache_threshold is not None:
+        raise ValueError(
+            "--cache-threshold is not available for s2v (the audio injectors sit between blocks)"
+        )
     width, height = parse_size(args.size) if args.size else (1280, 720)
     request = S2VRequest(
         prompt=args.prompt,

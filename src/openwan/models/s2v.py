@@ -133,8 +133,10 @@ class AudioAdaLN(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """x ``[N, L, dim]``, cond ``[N, dim]``."""
-        shift, scale = self.linear(F.silu(cond)).chunk(2, dim=-1)  # 2 x [N, dim]
-        return _layer_norm(x, 1e-5) * (1 + scale[:, None]) + shift[:, None]
+        w = self.linear.weight
+        shift, scale = self.linear(F.silu(cond).to(w.dtype)).float().chunk(2, dim=-1)  # [N, dim]
+        # fp32 island (autocast runs layer_norm in fp32 in the official model)
+        return _layer_norm(x.float(), 1e-5) * (1 + scale[:, None]) + shift[:, None]
 
 
 class AudioInjector(nn.Module):
@@ -155,7 +157,7 @@ class AudioInjector(nn.Module):
         assert local is not None and glob is not None and n is not None
         b, frames = local.shape[:2]
         h = x[:, :n].reshape(b * frames, n // frames, x.shape[-1])  # [B*T, h*w, dim]
-        h = self.injector_adain_layers[index](h, glob.flatten(0, 1)[:, 0].to(h.dtype))
+        h = self.injector_adain_layers[index](h, glob.flatten(0, 1)[:, 0])
         audio = local.flatten(0, 1)  # [B*T, n_audio, dim]
         out = self.injector[index](h, audio, audio.shape[1]).float()  # [B*T, h*w, dim]
         return torch.cat([x[:, :n] + out.reshape(b, n, -1), x[:, n:]], dim=1)
