@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from helpers.tiny_s2v import speech_like, write_s2v_checkpoint, write_wav
-from openwan.io.audio import AudioError, stream_durations
+from openwan.io.audio import AudioError, read_audio, stream_durations
 from openwan.io.video import read_video
 from openwan.pipelines.request import RequestError
 from openwan.pipelines.s2v import S2VRequest, WanS2V, size_within_area
@@ -104,7 +104,8 @@ def test_parts_of_another_request_are_refused(setup, tmp_path):
     root, pipe = setup
     parts = tmp_path / "x.mp4.parts"
     parts.mkdir()
-    stamp = _request(root, seed=1).fingerprint(np.zeros(3, np.float32))
+    wave = read_audio(root / "speech.wav")
+    stamp = _request(root, seed=1).fingerprint(wave, pipe.model_id)  # differs only in the seed
     (parts / "request.json").write_text(json.dumps(stamp))
     with pytest.raises(RequestError, match="different request"):
         pipe.generate(_request(root, seed=2), tmp_path / "x.mp4")

@@ -93,11 +93,17 @@ class S2VRequest:
         seed = self.seed if self.seed >= 0 else random.randint(0, sys.maxsize)
         return dataclasses.replace(self, seed=seed)
 
-    def fingerprint(self, audio: np.ndarray) -> dict[str, Any]:
-        """What the stored clips depend on (the audio by content, the files by name)."""
+    def fingerprint(self, audio: np.ndarray, model: str = "") -> dict[str, Any]:
+        """What the stored clips depend on: the settings, the decoded audio, the contents of the
+        image and pose files, and the model (``model``: its checkpoint path)."""
         d = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
         d.pop("num_clip")  # more or fewer clips reuse the same finished ones
         d["audio_sha1"] = hashlib.sha1(audio.tobytes()).hexdigest()
+        for key in ("image", "pose_video"):
+            path = getattr(self, key)
+            if path is not None and Path(path).is_file():
+                d[f"{key}_sha1"] = hashlib.sha1(Path(path).read_bytes()).hexdigest()
+        d["model"] = model
         return d
 
 
@@ -147,6 +153,7 @@ class WanS2V:
         self.text_encoder = text_encoder.eval()
         self.audio_encoder = audio_encoder
         self.device = torch.device(device)
+        self.model_id = ""  # the checkpoint folder, when loaded from one (resume fingerprint)
         self.dit.to(self.device)
         self.vae.to(self.device)
 
@@ -180,7 +187,9 @@ class WanS2V:
             root, dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32
         )
         audio = Wav2Vec2Features.from_folder(root / WAV2VEC_DIR)  # fp32 on the CPU (official)
-        return cls(dit, vae, text, audio, device=dev)
+        pipe = cls(dit, vae, text, audio, device=dev)
+        pipe.model_id = f"{root.resolve()}:{dtype}"
+        return pipe
 
     # ------------------------------------------------------------ stages
     def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -266,7 +275,9 @@ class WanS2V:
             [req.prompt, req.negative_prompt or S2V_NEGATIVE_PROMPT],
             self.device,
         )
-        parts = _Parts(output.with_name(output.name + ".parts"), req.fingerprint(wave))
+        parts = _Parts(
+            output.with_name(output.name + ".parts"), req.fingerprint(wave, self.model_id)
+        )
         videos = []
         for r in range(clips):
             first = drop_first and r == 0
