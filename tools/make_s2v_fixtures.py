@@ -327,10 +327,13 @@ def sampling_case(mods, model: torch.nn.Module, g: torch.Generator, steps: int, 
     return out, {"steps": steps, "shift": shift, "guide_scale": guide}
 
 
-def real_manifest(mods) -> dict[str, list[int]]:
+def real_manifest(mods) -> tuple[dict[str, list[int]], dict[str, Any]]:
+    """Key shapes and the config.json (diffusers ConfigMixin) of the official model at the real
+    S2V-14B config, built on meta."""
     with torch.device("meta"):
         model = mods["model_s2v"].WanModel_S2V(**REAL)
-    return {k: list(v.shape) for k, v in model.state_dict().items()}
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    return shapes, json.loads(model.to_json_string())
 
 
 def audio_frontend_case(out_dir: Path, seed: int) -> None:
@@ -422,9 +425,10 @@ def main() -> None:
         samp_meta = dict(samp_meta, weights="forward.safetensors")
         write(args.out / "sampling.safetensors", samp, dict(meta, sampling=samp_meta))
     args.manifest.parent.mkdir(parents=True, exist_ok=True)
-    manifest = real_manifest(mods)
+    manifest, config = real_manifest(mods)
     args.manifest.write_text(json.dumps(manifest, indent=0, sort_keys=True) + "\n")
     print(f"wrote {args.manifest} ({len(manifest)} keys)")
+    (args.out / "official_config_14B.json").write_text(json.dumps(config, indent=2) + "\n")
     if not args.skip_audio:
         audio_frontend_case(args.out, args.seed)
 

@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import pytest
 
 from openwan.configs.dit import ConfigError, DiTConfig
@@ -15,6 +18,15 @@ def test_injector_map_reproduces_the_official_substring_matching():
     assert _tiny(audio_inject_layers=(1, 10)).injector_map() == (4, {1: 3, 10: 2})
     count, mapping = WAN22_S2V_14B.injector_map()
     assert count == 12 and mapping[39] == 11 and mapping[27] == 7
+
+
+def test_the_official_config_json_builds_the_14b_preset():
+    # config.json written by the official WanModel_S2V (diffusers ConfigMixin) at the real config
+    raw = json.loads(
+        (Path(__file__).parents[1] / "fixtures/s2v/official_config_14B.json").read_text()
+    )
+    assert raw["_class_name"] == "WanModel_S2V"
+    assert S2VConfig.from_dict(raw) == WAN22_S2V_14B
 
 
 def test_official_config_json_round_trip():

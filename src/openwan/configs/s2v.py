@@ -16,7 +16,6 @@ from typing import Any
 
 from openwan.configs.dit import ConfigError, DiTConfig
 
-_META_KEYS = {"_class_name", "_diffusers_version", "_name_or_path", "_commit_hash"}
 # Python-config keys that the official constructor swallows through **kwargs.
 _IGNORED_KEYS = {"trainable_token", "motion_frames", "motion_token_num"}
 # Switch values of the released S2V-14B; anything else is a different (unreleased) architecture.
@@ -97,7 +96,8 @@ class S2VConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> S2VConfig:
         """From an official ``WanModel_S2V`` config.json dict; unknown keys are an error."""
-        raw = {k: v for k, v in raw.items() if k not in _META_KEYS | _IGNORED_KEYS}
+        # "_"-keys are diffusers bookkeeping (_class_name, _diffusers_version, _use_default_values)
+        raw = {k: v for k, v in raw.items() if not k.startswith("_") and k not in _IGNORED_KEYS}
         s2v_fields = {f.name for f in dataclasses.fields(cls)} - {"dit"}
         s2v = {k: raw.pop(k) for k in list(raw) if k in s2v_fields}
         if "audio_inject_layers" in s2v:
