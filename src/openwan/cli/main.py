@@ -46,7 +46,7 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
         "task",
         default=None,
         help="task name, e.g. t2v-1.3B, t2v-14B, t2i-14B, t2v-A14B, ti2v-5B, i2v-14B, flf2v-14B, "
-        "i2v-A14B, vace-1.3B, vace-14B, "
+        "i2v-A14B, vace-1.3B, vace-14B, s2v-14B, "
         "t2v-tiny (default: t2v-tiny without --ckpt-dir, else recognised from the checkpoint)",
     )
     _flag(
@@ -125,6 +125,12 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     _flag(p, "ulysses_size", type=int, default=1, help=argparse.SUPPRESS)
     _flag(p, "ring_size", type=int, default=1, help=argparse.SUPPRESS)
     _flag(p, "quiet", action="store_true", help="no progress bar")
+    # speech-to-video (--task s2v-14B), official spellings
+    _flag(p, "audio", default=None, help="s2v: speech/song driving the video (wav, mp3, m4a)")
+    _flag(p, "pose_video", default=None, help="s2v: optional pose video driving the motion")
+    _flag(p, "num_clip", type=int, default=None, help="s2v: at most this many clips")
+    _flag(p, "infer_frames", type=int, default=None, help="s2v: frames per clip, 4n (80)")
+    _flag(p, "start_from_ref", action="store_true", help="s2v: first frame = the reference image")
 
 
 def default_output_name(
@@ -151,11 +157,15 @@ def check_writable(path: Path) -> None:
 def run_generate(args: argparse.Namespace) -> int:
     import torch
 
+    from openwan.cli.s2v import is_s2v, reject_s2v_flags, run_s2v
     from openwan.configs.tasks import parse_size
     from openwan.io.video import save_image, save_video
     from openwan.pipelines.request import GenerationRequest
     from openwan.pipelines.t2v import WanT2V
 
+    if is_s2v(args):
+        return run_s2v(args)
+    reject_s2v_flags(args)
     if args.prompt is None:
         raise ValueError(
             "--prompt is required, e.g. --prompt 'a red circle moving from left to right'"

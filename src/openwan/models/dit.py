@@ -52,6 +52,27 @@ class TokenLayout:
     k_lens: torch.Tensor | None  # true lengths when padded to seq_len, else None
     cos: torch.Tensor  # RoPE tables [f*h*w, 1, head_dim/2]
     sin: torch.Tensor
+    # Two-segment modulation (S2V): e0 is [B, 2, 6, dim]; tokens before ``split`` take row 0,
+    # the rest row 1. None: e0 is [B, 1 or L, 6, dim] and broadcasts over the tokens.
+    split: int | None = None
+
+
+def modulate(
+    h: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, split: int | None
+) -> torch.Tensor:
+    """``h * (1 + scale) + shift`` (fp32), segment-wise when ``split`` is set (see TokenLayout)."""
+    if split is None:
+        return h * (1 + scale) + shift
+    head = h[:, :split] * (1 + scale[:, :1]) + shift[:, :1]
+    tail = h[:, split:] * (1 + scale[:, 1:2]) + shift[:, 1:2]
+    return torch.cat([head, tail], dim=1)
+
+
+def gated(y: torch.Tensor, gate: torch.Tensor, split: int | None) -> torch.Tensor:
+    """``y * gate`` (fp32), segment-wise when ``split`` is set."""
+    if split is None:
+        return y * gate
+    return torch.cat([y[:, :split] * gate[:, :1], y[:, split:] * gate[:, 1:2]], dim=1)
 
 
 # ----------------------------------------------------------------------------- attention
@@ -138,15 +159,16 @@ class WanAttentionBlock(nn.Module):
     def forward(
         self, x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor, layout: TokenLayout
     ) -> torch.Tensor:
-        """x ``[B, L, dim]`` fp32 residual stream; e0 ``[B, 1 or L, 6, dim]`` fp32."""
-        mod = (self.modulation.float().unsqueeze(0) + e0).unbind(dim=2)  # 6 x [B, 1|L, dim]
+        """x ``[B, L, dim]`` fp32 residual stream; e0 ``[B, 1|L|2, 6, dim]`` fp32 (see TokenLayout)."""
+        mod = (self.modulation.float().unsqueeze(0) + e0).unbind(dim=2)  # 6 x [B, 1|L|2, dim]
         shift1, scale1, gate1, shift2, scale2, gate2 = mod
+        split = layout.split
         # fp32 island: modulated norm and gated residual add
-        h = self.norm1(x).float() * (1 + scale1) + shift1
-        x = x + self.self_attn(h, layout).float() * gate1
+        h = modulate(self.norm1(x).float(), shift1, scale1, split)
+        x = x + gated(self.self_attn(h, layout).float(), gate1, split)
         x = x + self.cross_attn(self.norm3(x), context, self.text_len).float()
-        h = self.norm2(x).float() * (1 + scale2) + shift2
-        return x + in_weight_dtype(self.ffn, h).float() * gate2
+        h = modulate(self.norm2(x).float(), shift2, scale2, split)
+        return x + gated(in_weight_dtype(self.ffn, h).float(), gate2, split)
 
 
 # ----------------------------------------------------------------------------- head

@@ -7,6 +7,8 @@ between frame, height and width axes as ``d - 4*(d//6) : 2*(d//6) : 2*(d//6)`` r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 
@@ -24,16 +26,30 @@ def rope_angles(
     offsets: tuple[int, int, int] = (0, 0, 0),
 ) -> torch.Tensor:
     """Angles ``[f*h*w, head_dim/2]`` (float64) for tokens laid out row-major over (f, h, w)."""
-    f, h, w = grid
+    positions = tuple(
+        torch.arange(o, o + n, dtype=torch.float64, device=device) for o, n in zip(offsets, grid)
+    )
+    return rope_angles_at(positions, head_dim, theta=theta)
+
+
+def rope_angles_at(
+    positions: Sequence[torch.Tensor],
+    head_dim: int,
+    *,
+    theta: float = 10000.0,
+) -> torch.Tensor:
+    """Angles ``[F*H*W, head_dim/2]`` (float64) for the row-major product of explicit per-axis
+    positions (any integers, negative allowed: a negative position is the conjugate rotation)."""
+    sizes = [len(p) for p in positions]
     parts = []
-    for axis, (n, d) in enumerate(zip(grid, axis_dims(head_dim))):
-        pos = torch.arange(offsets[axis], offsets[axis] + n, dtype=torch.float64, device=device)
-        inv = theta ** (-torch.arange(0, d, 2, dtype=torch.float64, device=device) / d)
+    for axis, (pos, d) in enumerate(zip(positions, axis_dims(head_dim))):
+        pos = pos.to(torch.float64)
+        inv = theta ** (-torch.arange(0, d, 2, dtype=torch.float64, device=pos.device) / d)
         ang = torch.outer(pos, inv)  # [n, d/2]
         shape = [1, 1, 1, d // 2]
-        shape[axis] = n
-        parts.append(ang.view(shape).expand(f, h, w, d // 2))
-    return torch.cat(parts, dim=-1).reshape(f * h * w, head_dim // 2)
+        shape[axis] = sizes[axis]
+        parts.append(ang.view(shape).expand(*sizes, d // 2))
+    return torch.cat(parts, dim=-1).reshape(-1, head_dim // 2)
 
 
 def rope_cos_sin(angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

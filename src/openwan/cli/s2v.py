@@ -1,0 +1,122 @@
+"""``openwan generate --task s2v-14B``: speech-to-video from the official flags.
+
+    openwan generate --task s2v-14B --ckpt-dir ./Wan2.2-S2V-14B --image ref.png \\
+        --audio speech.wav --prompt "a woman singing on a stage" [--pose_video pose.mp4] \\
+        [--num_clip N] [--infer_frames 80] [--size 1024*704] [--start_from_ref]
+
+``--size`` only sets the maximum pixel area (official); the output keeps the reference image's
+aspect ratio in multiples of 64. A rerun after an interruption resumes from the clips already
+written to ``<save_file>.parts/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+S2V_TASKS = ("s2v-14B",)
+S2V_ONLY_FLAGS = ("audio", "pose_video", "num_clip", "infer_frames")
+
+
+def is_s2v(args: argparse.Namespace) -> bool:
+    return (args.task or "") in S2V_TASKS
+
+
+def reject_s2v_flags(args: argparse.Namespace) -> None:
+    """S2V flags given to another task would be silently ignored: say so instead."""
+    given = [f"--{name}" for name in S2V_ONLY_FLAGS if getattr(args, name, None) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} only apply to --task {S2V_TASKS[0]}")
+
+
+def run_s2v(args: argparse.Namespace) -> int:
+    import torch
+
+    from openwan import __version__
+    from openwan.cli.main import check_writable
+    from openwan.configs.tasks import parse_size
+    from openwan.io.audio import read_audio
+    from openwan.pipelines.image_cond import load_image
+    from openwan.pipelines.s2v import S2VRequest, WanS2V
+
+    for flag, value in (("--ckpt-dir", args.ckpt_dir), ("--audio", args.audio)):
+        if value is None:
+            raise ValueError(
+                f"--task {args.task} needs {flag} (e.g. --ckpt-dir ./Wan2.2-S2V-14B --audio speech.wav)"
+            )
+    if args.image is None:
+        raise ValueError(
+            f"--task {args.task} needs --image (the reference picture of the character)"
+        )
+    if args.prompt is None:
+        raise ValueError("--prompt is required, e.g. --prompt 'a man talking to the camera'")
+    if args.cache_threshold is not None:
+        raise ValueError(
+            "--cache-threshold is not available for s2v (the audio injectors sit between blocks)"
+        )
+    width, height = parse_size(args.size) if args.size else (1280, 720)
+    request = S2VRequest(
+        prompt=args.prompt,
+        audio=Path(args.audio),
+        image=Path(args.image),
+        negative_prompt=args.negative_prompt,
+        pose_video=Path(args.pose_video) if args.pose_video else None,
+        max_area=width * height,
+        infer_frames=args.infer_frames or 80,
+        num_clip=args.num_clip,
+        seed=args.base_seed,
+        start_from_ref=args.start_from_ref,
+        **{
+            k: v
+            for k, v in (
+                ("steps", args.sample_steps),
+                ("shift", args.sample_shift),
+                ("guide_scale", args.sample_guide_scale),
+                ("solver", args.sample_solver),
+            )
+            if v is not None
+        },
+    ).validated()
+    slug = re.sub(r"[^\w]+", "_", request.prompt.lower()).strip("_")[:50] or "video"
+    out = Path(args.save_file or f"{args.task}_{slug}_{request.seed}.mp4")
+    if out.suffix.lower() != ".mp4":
+        raise ValueError(f"--save_file must end in .mp4 (video with sound), got {out.name}")
+    check_writable(out)
+    # unreadable inputs fail before any model is loaded
+    read_audio(request.audio)
+    load_image(request.image)
+    if args.quiet:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, None: None}[args.dtype]
+    t0 = time.perf_counter()
+    pipe = WanS2V.from_pretrained(args.ckpt_dir, device=device, dtype=dtype)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=request.steps, desc="clip 1", unit="step", file=sys.stderr)
+
+    def on_step(i: int, total: int) -> None:
+        if bar is not None:
+            bar.update(1)
+
+    def on_clip(r: int, clips: int) -> None:
+        if bar is not None:
+            bar.reset()
+            bar.set_description(f"clip {min(r + 2, clips)}/{clips}")
+
+    try:
+        pipe.generate(request, out, callback=on_step, on_clip=on_clip)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(
+        f"saved {out} (seed {request.seed}, openwan {__version__}, {time.perf_counter() - t0:.1f}s)"
+    )
+    return 0

@@ -1,0 +1,193 @@
+"""WanS2V end to end on a tiny random checkpoint: clip-by-clip generation, trim to the audio,
+AAC mux, resume after an interruption, bad inputs."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.tiny_s2v import speech_like, write_s2v_checkpoint, write_wav
+from openwan.io.audio import AudioError, read_audio, stream_durations
+from openwan.io.video import read_video
+from openwan.pipelines.request import RequestError
+from openwan.pipelines.s2v import S2VRequest, WanS2V, size_within_area
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("s2v")
+    ckpt = write_s2v_checkpoint(root / "ckpt")
+    img = np.zeros((80, 64, 3), np.uint8)
+    img[:, :32] = (200, 40, 40)
+    Image.fromarray(img).save(root / "ref.png")
+    # 1.3 s of 22.05 kHz stereo: resampled and averaged to 16 kHz mono on reading
+    tone = speech_like(1.3, 22050)
+    write_wav(root / "speech.wav", np.stack([tone, 0.5 * tone]), 22050)
+    pipe = WanS2V.from_pretrained(ckpt, device="cpu")
+    return root, pipe
+
+
+@pytest.fixture(scope="module")
+def full_run(setup, tmp_path_factory):
+    root, pipe = setup
+    clips = []
+    out = tmp_path_factory.mktemp("full") / "a.mp4"
+    pipe.generate(_request(root), out, on_clip=lambda r, n: clips.append(n))
+    return out, clips
+
+
+def _request(root, **kw):
+    args = dict(
+        prompt="a red face talking",
+        audio=root / "speech.wav",
+        image=root / "ref.png",
+        max_area=64 * 64,
+        infer_frames=8,
+        steps=2,
+        seed=7,
+    )
+    args.update(kw)
+    return S2VRequest(**args)
+
+
+def test_size_rule_matches_the_official_examples():
+    # fits already: the first scale (1.0) rounded up to multiples of 64
+    assert size_within_area(480, 832, 1280 * 720) == (512, 832)
+    # too large: scaled down, rounded up, area within the limit
+    h, w = size_within_area(1080, 1920, 1024 * 704)
+    assert h % 64 == 0 and w % 64 == 0 and h * w <= 1024 * 704 and w > h
+
+
+def test_generates_all_clips_trimmed_to_the_audio_with_sound(full_run):
+    out, clips = full_run
+    # 1.3 s -> 38 feature frames at 30 fps -> int(38 / 15) + 1 = 3 clips of 8 frames
+    assert clips == [3, 3, 3]
+    frames, fps = read_video(out)
+    # 5 + 8 + 8 = 21 generated frames (the first clip drops 3); the audio is 20.8 frames long
+    assert frames.shape == (21, 64, 64, 3) and fps == 16
+    video_s, audio_s = stream_durations(out)
+    assert abs(video_s - audio_s) <= 1 / 16
+    assert not out.with_name("a.mp4.parts").exists()
+
+
+def test_resume_after_an_interruption_reuses_finished_clips(setup, full_run, tmp_path):
+    root, pipe = setup
+    req = _request(root)
+    full = full_run[0]
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(r, n):
+        if r == 0:
+            raise Stop
+
+    out = tmp_path / "resumed.mp4"
+    with pytest.raises(Stop):
+        pipe.generate(req, out, on_clip=stop_after_first)
+    assert not out.exists() and (tmp_path / "resumed.mp4.parts" / "clip_0000.safetensors").is_file()
+    calls = []
+    hook = pipe.dit.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        pipe.generate(req, out)
+    finally:
+        hook.remove()
+    assert len(calls) == 2 * 2 * 2  # clips 1 and 2 only: 2 steps x (cond + uncond)
+    a, b = read_video(full)[0].astype(float), read_video(out)[0].astype(float)
+    assert np.abs(a - b).mean() < 1.0  # same frames (up to the lossy encode)
+
+
+def test_parts_of_another_request_are_refused(setup, tmp_path):
+    root, pipe = setup
+    parts = tmp_path / "x.mp4.parts"
+    parts.mkdir()
+    wave = read_audio(root / "speech.wav")
+    stamp = _request(root, seed=1).fingerprint(wave, pipe.model_id)  # differs only in the seed
+    (parts / "request.json").write_text(json.dumps(stamp))
+    with pytest.raises(RequestError, match="different request"):
+        pipe.generate(_request(root, seed=2), tmp_path / "x.mp4")
+
+
+def test_num_clip_limits_and_guidance_one_skips_the_uncond_pass(setup, tmp_path):
+    root, pipe = setup
+    calls = []
+    hook = pipe.dit.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        out = pipe.generate(_request(root, num_clip=1, guide_scale=1.0), tmp_path / "one.mp4")
+    finally:
+        hook.remove()
+    assert len(calls) == 2  # one clip, two steps, no unconditional branch
+    assert read_video(out)[0].shape[0] == 5
+
+
+def test_bad_inputs(setup, tmp_path):
+    root, pipe = setup
+    write_wav(tmp_path / "silent.wav", np.zeros(16000, np.float32), 16000)
+    with pytest.raises(AudioError, match="silent"):
+        pipe.generate(_request(root, audio=tmp_path / "silent.wav"), tmp_path / "o.mp4")
+    with pytest.raises(RequestError, match="multiple of 4"):
+        pipe.generate(_request(root, infer_frames=6), tmp_path / "o.mp4")
+    with pytest.raises(RequestError, match=".mp4"):
+        pipe.generate(_request(root), tmp_path / "o.gif")
+    assert not any(tmp_path.glob("o.*"))
+    assert torch.is_grad_enabled()  # sampling does not leave autograd switched off
+
+
+def test_pose_video_conditions_the_clip_and_short_pose_is_padded(setup, tmp_path):
+    from openwan.io.video import save_video
+
+    root, pipe = setup
+    # 3 pose frames at 8 fps (sampled at stride 1) for an 8-frame clip: padded with blank pose
+    pose = np.zeros((3, 64, 64, 3), np.uint8)
+    pose[:, 20:40, 20:40] = 255
+    save_video(pose, tmp_path / "pose.mp4", fps=8)
+    req = _request(root, num_clip=1, guide_scale=1.0, steps=1)
+    plain = read_video(pipe.generate(req, tmp_path / "plain.mp4"))[0].astype(float)
+    posed = pipe.generate(
+        _request(root, num_clip=1, guide_scale=1.0, steps=1, pose_video=tmp_path / "pose.mp4"),
+        tmp_path / "posed.mp4",
+    )
+    assert np.abs(read_video(posed)[0].astype(float) - plain).mean() > 1.0
+
+
+def test_cli_s2v(setup, tmp_path, capsys):
+    from openwan.cli.main import main
+
+    root, _ = setup
+    out = tmp_path / "cli.mp4"
+    common = [
+        "generate",
+        "--task",
+        "s2v-14B",
+        "--ckpt-dir",
+        str(root / "ckpt"),
+        "--image",
+        str(root / "ref.png"),
+        "--prompt",
+        "a red face talking",
+        "--size",
+        "64*64",
+        "--infer_frames",
+        "8",
+        "--num_clip",
+        "1",
+        "--sample_steps",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    assert main([*common, "--audio", str(root / "speech.wav"), "--save_file", str(out)]) == 0
+    video_s, audio_s = stream_durations(out)
+    assert video_s == pytest.approx(5 / 16) and abs(audio_s - video_s) <= 1 / 16
+    (tmp_path / "broken.wav").write_bytes(b"not audio at all" * 50)
+    code = main(
+        [*common, "--audio", str(tmp_path / "broken.wav"), "--save_file", str(tmp_path / "b.mp4")]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot decode audio" in err[0]
+    assert main(["generate", "--prompt", "x", "--audio", "a.wav"]) == 2
+    assert "only apply to --task s2v-14B" in capsys.readouterr().err
