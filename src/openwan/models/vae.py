@@ -94,7 +94,20 @@ class RMS_norm(nn.Module):  # noqa: N801 - the official class name, kept for rea
         self.gamma = nn.Parameter(torch.ones(dim, 1, 1) if images else torch.ones(dim, 1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, dim=1) * self.scale * self.gamma
+        if torch.is_grad_enabled():
+            return F.normalize(x, dim=1) * self.scale * self.gamma
+        # inference: the same x / max(|x|, eps) * scale * gamma with one pass over x and one
+        # output buffer (per-call allocations of full activations cost more than the math)
+        inv = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(1e-12)
+        return torch.mul(x, inv.reciprocal_().mul_(self.scale)).mul_(self.gamma)
+
+
+class SiLU(nn.SiLU):
+    """SiLU, in place when no gradient is recorded: in the VAE its input is always the fresh
+    output of an RMS_norm, so nothing else reads the overwritten tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(x, inplace=not torch.is_grad_enabled())
 
 
 class Upsample(nn.Module):
@@ -168,10 +181,10 @@ class ResidualBlock(nn.Module):
         super().__init__()
         self.residual = nn.Sequential(
             RMS_norm(in_dim, images=False),
-            nn.SiLU(),
+            SiLU(),
             CausalConv3d(in_dim, out_dim, 3, padding=1),
             RMS_norm(out_dim, images=False),
-            nn.SiLU(),
+            SiLU(),
             nn.Dropout(dropout),
             CausalConv3d(out_dim, out_dim, 3, padding=1),
         )
@@ -181,7 +194,7 @@ class ResidualBlock(nn.Module):
         h = self.shortcut(x)  # 1x1x1: never cached
         for layer in self.residual:
             x = layer.cached(x, cache) if isinstance(layer, CausalConv3d) else layer(x)
-        return x + h
+        return x + h if torch.is_grad_enabled() else x.add_(h)  # x: the last conv's fresh output
 
 
 class AttentionBlock(nn.Module):
@@ -287,9 +300,7 @@ class UpStage(nn.Module):
 
 
 def _head(dim: int, out: int) -> nn.Sequential:
-    return nn.Sequential(
-        RMS_norm(dim, images=False), nn.SiLU(), CausalConv3d(dim, out, 3, padding=1)
-    )
+    return nn.Sequential(RMS_norm(dim, images=False), SiLU(), CausalConv3d(dim, out, 3, padding=1))
 
 
 def _middle(dim: int, dropout: float) -> nn.Sequential:
