@@ -12,6 +12,7 @@ residual adds, and the head. The residual stream is therefore fp32 after the fir
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,9 @@ class TokenLayout:
     k_lens: torch.Tensor | None  # true lengths when padded to seq_len, else None
     cos: torch.Tensor  # RoPE tables [f*h*w, 1, head_dim/2]
     sin: torch.Tensor
+    # the self-attention leaf, (q, k, v, k_lens) -> out: a seam for runtimes that replace it for
+    # one forward pass (context parallelism gives each rank a layout of its own token shard)
+    self_attention: Callable[..., torch.Tensor] = attention
 
 
 # ----------------------------------------------------------------------------- attention
@@ -69,7 +73,7 @@ class WanSelfAttention(nn.Module):
         v = self.v(x).unflatten(-1, (self.num_heads, -1))
         q = apply_rope(q, layout.cos, layout.sin).to(v.dtype)
         k = apply_rope(k, layout.cos, layout.sin).to(v.dtype)
-        out = attention(q, k, v, k_lens=layout.k_lens)  # [B, L, H, D]
+        out = layout.self_attention(q, k, v, k_lens=layout.k_lens)  # [B, L, H, D]
         return self.o(out.flatten(2))
 
 
