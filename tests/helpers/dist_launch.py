@@ -35,7 +35,8 @@ def _entry(rank: int, fn: Callable[..., Any], world: int, port: int, args: tuple
     try:
         fn(rank, world, *args)
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():  # a CLI run under test may have closed it already
+            dist.destroy_process_group()
 
 
 def run(fn: Callable[..., Any], world: int, *args: Any, timeout: float = 60.0) -> None:

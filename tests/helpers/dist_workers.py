@@ -67,3 +67,29 @@ def forward_layouts(rank: int, world: int, layouts: list[dict], out: str) -> Non
             errors[name] = max(rel_err(_call(model, c), r) for c, r in zip(cases, refs))
     if rank == 0:
         Path(out).write_text(json.dumps(errors, indent=1))
+
+
+def generate_layouts(rank: int, world: int, out: str) -> None:
+    """A full tiny generation (embedded wan-tiny, 5 frames, 2 steps) per layout vs one process;
+    then a bad layout through the CLI, which must fail the same way on every rank."""
+    from openwan.cli.main import main
+    from openwan.pipelines.request import GenerationRequest
+    from openwan.pipelines.t2v import WanT2V
+    from openwan.runtime.parallel.session import ParallelSession
+
+    req = GenerationRequest(
+        prompt="a red circle moving", size=(48, 48), frame_num=5, steps=2, seed=3
+    )
+    ref = WanT2V.from_pretrained(device="cpu").generate(req).video
+    errors: dict[str, float] = {}
+    for lay in ({"ring": 2, "dit_fsdp": True}, {"ulysses": 2, "t5_fsdp": True}):
+        pipe = WanT2V.from_pretrained(device="cpu")
+        plan = ParallelPlan(ulysses=lay.get("ulysses", 1), ring=lay.get("ring", 1))
+        session = ParallelSession(
+            build_mesh(plan, "cpu"), dit_fsdp="dit_fsdp" in lay, t5_fsdp="t5_fsdp" in lay
+        )
+        session.apply(pipe)
+        errors[" ".join(lay)] = rel_err(pipe.generate(req).video, ref)
+    code = main(["generate", "--prompt", "x", "--ulysses-size", "2", "--ring-size", "2", "--quiet"])
+    if rank == 0:
+        Path(out).write_text(json.dumps({"errors": errors, "bad_layout_exit": code}))

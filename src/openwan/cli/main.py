@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 import time
@@ -114,8 +115,24 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
         const="bf16",
         help=argparse.SUPPRESS,
     )
-    _flag(p, "ulysses_size", type=int, default=1, help=argparse.SUPPRESS)
-    _flag(p, "ring_size", type=int, default=1, help=argparse.SUPPRESS)
+    _flag(
+        p,
+        "ulysses_size",
+        type=int,
+        default=1,
+        help="context parallel: split attention heads over this many ranks (all-to-all; "
+        "must divide the head count); run under torchrun",
+    )
+    _flag(
+        p,
+        "ring_size",
+        type=int,
+        default=1,
+        help="context parallel: pass K/V around a ring of this many ranks; "
+        "ulysses x ring = the number of processes",
+    )
+    _flag(p, "dit_fsdp", action="store_true", help="shard the DiT weights over the ranks (FSDP2)")
+    _flag(p, "t5_fsdp", action="store_true", help="shard the umT5 weights over the ranks (FSDP2)")
     _flag(p, "quiet", action="store_true", help="no progress bar")
 
 
@@ -141,6 +158,34 @@ def check_writable(path: Path) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    if args.prompt is None:
+        raise ValueError(
+            "--prompt is required, e.g. --prompt 'a red circle moving from left to right'"
+        )
+    from openwan.runtime.parallel.session import ParallelSession
+
+    session = ParallelSession.start(
+        ulysses=args.ulysses_size,
+        ring=args.ring_size,
+        dit_fsdp=args.dit_fsdp,
+        t5_fsdp=args.t5_fsdp,
+    )
+    if session is None:
+        return _generate(args, None)
+    try:
+        if not session.rank0:
+            args.quiet = True
+        args.base_seed = session.shared_seed(args.base_seed)
+        return _generate(args, session)
+    except user_errors():
+        if session.rank0:
+            raise
+        return 2  # rank 0 reports it
+    finally:
+        session.close()
+
+
+def _generate(args: argparse.Namespace, session: Any) -> int:
     import torch
 
     from openwan.configs.tasks import parse_size
@@ -148,23 +193,22 @@ def run_generate(args: argparse.Namespace) -> int:
     from openwan.pipelines.request import GenerationRequest
     from openwan.pipelines.t2v import WanT2V
 
-    if args.prompt is None:
-        raise ValueError(
-            "--prompt is required, e.g. --prompt 'a red circle moving from left to right'"
-        )
-    if args.ulysses_size != 1 or args.ring_size != 1:
-        raise ValueError(
-            "sequence parallelism (--ulysses-size/--ring-size > 1) is not available yet"
-        )
     if args.save_file:
-        check_writable(Path(args.save_file))
+        if session is None:
+            check_writable(Path(args.save_file))
+        else:
+            session.agree(lambda: check_writable(Path(args.save_file)))
     image = None
     if args.image is not None:
         from openwan.pipelines.image_cond import load_image
 
         image = load_image(args.image)  # an unreadable image fails before any model is loaded
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    offload = args.offload_model if args.offload_model is not None else device.type == "cuda"
+    offload = (
+        args.offload_model
+        if args.offload_model is not None
+        else device.type == "cuda" and session is None
+    )
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, None: None}[args.dtype]
     request = GenerationRequest(
         prompt=args.prompt,
@@ -187,6 +231,8 @@ def run_generate(args: argparse.Namespace) -> int:
         t5_cpu=args.t5_cpu,
     )
     resolved = request.resolve(pipe.task)  # validate before any heavy work
+    if session is not None:
+        session.apply(pipe, cache=args.cache_threshold is not None)
     caches: list[Any] = []
     if args.cache_threshold is not None:
         from openwan.runtime.cache import apply_first_block_cache
@@ -214,6 +260,8 @@ def run_generate(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     req = result.request
+    if session is not None and not session.rank0:
+        return 0  # rank 0 writes the output
     out = (
         Path(args.save_file)
         if args.save_file
@@ -287,5 +335,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except user_errors() as e:
         if args.verbose:
             raise
-        print(f"openwan: error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike: say it once
+            print(f"openwan: error: {e}", file=sys.stderr)
         return 2
