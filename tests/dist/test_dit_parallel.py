@@ -13,7 +13,9 @@ TOL = 1e-5
 def _errors(tmp_path, world, layouts):
     out = tmp_path / f"errors_{world}.json"
     dist_launch.run(dist_workers.forward_layouts, world, layouts, str(out), timeout=90)
-    return json.loads(out.read_text())
+    errors = json.loads(out.read_text())
+    print(json.dumps(errors, indent=1))
+    return errors
 
 
 def test_two_processes_ulysses_ring_fsdp(tmp_path):
