@@ -24,6 +24,10 @@ def test_chunked_lse_merge_equals_full_attention_with_padding():
         out, lse = (o, l) if out is None else merge_partials(out, lse, o, l)
     assert rel_err(out, ref) < 1e-6
     assert torch.isfinite(lse).all()
+    chunked = block_attention(q, k, v, None, q_chunk=5)  # 5 + 5 + 2 query rows
+    whole = block_attention(q, k, v, None)
+    assert chunked[0].shape == whole[0].shape and chunked[1].shape == whole[1].shape
+    assert rel_err(chunked[0], whole[0]) < 1e-6 and rel_err(chunked[1], whole[1]) < 1e-6
 
 
 def test_sharder_pads_and_slices_rope_rows():

@@ -41,19 +41,29 @@ from openwan.ops.attention import attention
 from openwan.runtime.parallel.comm import all_to_all, gather_seq, ring_shift
 from openwan.runtime.parallel.mesh import ParallelMesh
 
+# Query rows per score block at inference (training keeps whole blocks: autograd saves them anyway)
+QUERY_CHUNK = 2048
 # A finite "minus infinity": a chunk made only of padding keys gets weight exactly 0 in the merge
 # without any inf - inf (NaN) in the forward or the backward pass.
 MASKED = -1e30
 
 
 def block_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor | None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_valid: torch.Tensor | None,
+    q_chunk: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax attention of q ``[B, Lq, H, D]`` over one K/V chunk ``[B, Lk, H, D]``, in fp32.
 
     Returns the normalised output ``[B, Lq, H, D]`` and the log-sum-exp ``[B, H, Lq]`` of the
     scaled scores (what the merge needs). ``key_valid`` ``[B, Lk]`` masks padding keys.
+    ``q_chunk`` bounds the score block to ``H x q_chunk x Lk`` (query rows are independent).
     """
+    if q_chunk is not None and q.shape[1] > q_chunk:
+        parts = [block_attention(qc, k, v, key_valid) for qc in q.split(q_chunk, dim=1)]
+        return torch.cat([o for o, _ in parts], dim=1), torch.cat([l for _, l in parts], dim=2)
     scores = torch.einsum("bqhd,bkhd->bhqk", q.float(), k.float()) * q.shape[-1] ** -0.5
     if key_valid is not None:
         scores = scores.masked_fill(~key_valid[:, None, None, :], MASKED)
@@ -111,7 +121,8 @@ class ContextParallelAttention:
             if k_lens is not None:
                 pos = torch.arange(src * self.chunk, (src + 1) * self.chunk, device=q.device)
                 valid = pos[None, :] < k_lens[:, None].to(q.device)  # [B, C]
-            o, l = block_attention(q, kv[0], kv[1], valid)
+            chunk = None if torch.is_grad_enabled() else QUERY_CHUNK
+            o, l = block_attention(q, kv[0], kv[1], valid, chunk)
             if out is None or lse is None:
                 out, lse = o, l
             else:
