@@ -92,3 +92,12 @@ def parallel_run(
 
 def write_json(path: str, obj: dict) -> None:
     Path(path).write_text(json.dumps(obj, indent=1))
+
+
+def cli_train(rank: int, world: int, argv: list[str], out: str) -> None:
+    """``openwan train ... --ulysses-size 2`` inside an already joined process group."""
+    from openwan.cli.main import main
+
+    code = main(argv)
+    if rank == 0:
+        write_json(out, {"code": code})

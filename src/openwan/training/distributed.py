@@ -17,7 +17,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import shutil
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
     set_model_state_dict,
@@ -35,12 +38,21 @@ from torch.distributed.checkpoint.state_dict import (
 from openwan.runtime.parallel import (
     ParallelConfigError,
     ParallelMesh,
+    ParallelPlan,
     apply_context_parallel,
     apply_fsdp_dit,
     apply_fsdp_t5,
+    build_mesh,
 )
-from openwan.training import common
-from openwan.training.flow import Denoiser, StepBatch, encode_texts, flow_loss
+from openwan.training import common, flow
+from openwan.training.flow import (
+    Denoiser,
+    DiTTrainConfig,
+    StepBatch,
+    TrainResult,
+    encode_texts,
+    flow_loss,
+)
 
 
 @dataclass
@@ -106,11 +118,29 @@ def _state(pd: ParallelDenoiser, opt: torch.optim.Optimizer, ema: common.EMA) ->
 def save_sharded(
     path: str | Path, step: int, pd: ParallelDenoiser, opt: torch.optim.Optimizer, ema: common.EMA
 ) -> Path:
-    """Write a DCP checkpoint folder (every rank writes its shards)."""
+    """Write a DCP checkpoint folder (every rank writes its shards; the run dir must be shared).
+
+    Written as ``<path>.partial`` and renamed by rank 0 once every rank is done, so a crash never
+    leaves a half checkpoint under the final name; the newest ``KEEP_CHECKPOINTS`` are kept.
+    """
     path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    rank0 = dist.get_rank() == 0
+    if rank0 and tmp.exists():
+        shutil.rmtree(tmp)
+    dist.barrier()
     state = _state(pd, opt, ema)
     state["step"] = torch.tensor(step)
-    dcp.save(state, checkpoint_id=str(path))
+    dcp.save(state, checkpoint_id=str(tmp))
+    dist.barrier()
+    if rank0:
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+        if path.name.startswith("dcp_"):
+            for old in _checkpoints(path.parent)[: -common.KEEP_CHECKPOINTS]:
+                shutil.rmtree(old)
+    dist.barrier()
     return path
 
 
@@ -127,3 +157,64 @@ def load_sharded(
     set_model_state_dict(pd.model, state["model"])
     set_optimizer_state_dict(pd.model, opt, state["optimizer"])
     return int(state["step"])
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    return sorted(p for p in run_dir.glob("dcp_*") if (p / ".metadata").is_file())
+
+
+def train_dit_distributed(
+    cfg: DiTTrainConfig, plan: ParallelPlan, resume: str | None = None, show_progress: bool = True
+) -> TrainResult | None:
+    """:func:`flow.train_dit` on every rank of the ``torchrun`` group, FSDP2 x CP.
+
+    The same batches, LR schedule and EMA as one process; sharded checkpoints
+    ``run_dir/dcp_<step>`` (``resume``: such a folder or ``latest``, from any world size).
+    Returns the trained EMA model on rank 0, None elsewhere.
+    """
+    run_dir = Path(cfg.run_dir)
+    rank0 = dist.get_rank() == 0
+    mesh = build_mesh(plan)
+    if rank0:  # one process encodes the latent cache and trains the tokenizer; the rest read them
+        latents, sources = flow.latent_cache(cfg, run_dir)
+        flow.build(cfg, run_dir)
+    dist.barrier()
+    if not rank0:
+        latents, sources = flow.latent_cache(cfg, run_dir)
+    extra = [s for s in sources if isinstance(s, str)]
+    # activation checkpointing is applied by parallelize, not by build's block wrapper
+    model, encoder, tok_dir = flow.build(replace(cfg, grad_checkpointing=False), run_dir, extra)
+    pd = parallelize(model, mesh, activation_checkpointing=cfg.grad_checkpointing)
+    opt, ema = common.optimizer_and_ema(
+        model, lr=cfg.lr, weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay
+    )
+    start = 0
+    if resume:
+        found = _checkpoints(run_dir) if resume == "latest" else [Path(resume)]
+        if not found:
+            raise ParallelConfigError(f"--resume latest: no dcp_* checkpoint in {run_dir}")
+        start = load_sharded(found[-1], pd, opt, ema)
+    metrics = common.MetricsLog(run_dir) if rank0 else None
+    bar = common.progress(cfg.steps, start, "train", show_progress and rank0)
+    t0 = time.perf_counter()
+    model.train()
+    end = cfg.stop_at or cfg.steps
+    for step in range(start, end):
+        batch = flow.step_batch(cfg, step, latents, sources)
+        lr = common.lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
+        loss = train_step(pd, encoder, opt, ema, batch, lr, bar)
+        if metrics is not None and (step + 1) % cfg.log_every == 0:
+            metrics.write({"step": step + 1, "loss": loss, "time": time.perf_counter() - t0})
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:
+            save_sharded(run_dir / f"dcp_{step + 1:07d}", step + 1, pd, opt, ema)
+    bar.close()
+    ema.copy_to(model)
+    full = get_model_state_dict(
+        model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
+    if not rank0:
+        return None
+    plain, plain_encoder, _ = flow.build(replace(cfg, grad_checkpointing=False), run_dir, extra)
+    plain.load_state_dict(full, strict=True)
+    plain.eval()
+    return TrainResult(cfg, plain.dit, plain_encoder, tok_dir)
