@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from helpers import dist_launch, dist_workers
 
@@ -33,4 +34,16 @@ def test_four_processes_2d_cp_and_fsdp_x_cp(tmp_path):
     ]
     errors = _errors(tmp_path, 4, layouts)
     assert len(errors) == 8
+    assert max(errors.values()) < TOL, errors
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL needs at least 2 CUDA devices")
+def test_nccl_ulysses_and_ring_on_gpus(tmp_path):
+    """The same layouts over NCCL on the GPUs (fp32; PyTorch keeps TF32 matmuls off by default)."""
+    out = tmp_path / "nccl.json"
+    layouts = [{"ulysses": 2}, {"ring": 2}, {"ulysses": 1, "ring": 2, "fsdp": True}]
+    dist_launch.run(
+        dist_workers.forward_layouts, 2, layouts, str(out), "cuda", timeout=180, backend="nccl"
+    )
+    errors = json.loads(out.read_text())
     assert max(errors.values()) < TOL, errors

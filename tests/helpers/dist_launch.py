@@ -19,7 +19,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _entry(rank: int, fn: Callable[..., Any], world: int, port: int, args: tuple) -> None:
+def _entry(
+    rank: int, fn: Callable[..., Any], world: int, port: int, args: tuple, backend: str
+) -> None:
     import torch
     import torch.distributed as dist
 
@@ -31,7 +33,9 @@ def _entry(rank: int, fn: Callable[..., Any], world: int, port: int, args: tuple
         LOCAL_RANK=str(rank),
     )
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(backend, rank=rank, world_size=world)
     try:
         fn(rank, world, *args)
     finally:
@@ -39,10 +43,16 @@ def _entry(rank: int, fn: Callable[..., Any], world: int, port: int, args: tuple
             dist.destroy_process_group()
 
 
-def run(fn: Callable[..., Any], world: int, *args: Any, timeout: float = 60.0) -> None:
+def run(
+    fn: Callable[..., Any], world: int, *args: Any, timeout: float = 60.0, backend: str = "gloo"
+) -> None:
     """Call ``fn(rank, world, *args)`` on ``world`` processes; raise if any fails or time runs out."""
     ctx = mp.start_processes(
-        _entry, args=(fn, world, free_port(), args), nprocs=world, join=False, start_method="spawn"
+        _entry,
+        args=(fn, world, free_port(), args, backend),
+        nprocs=world,
+        join=False,
+        start_method="spawn",
     )
     deadline = time.monotonic() + timeout
     while not ctx.join(timeout=1.0):

@@ -45,26 +45,34 @@ def tiny_dit(cfg: DiTConfig, seed: int = 0) -> WanModel:
     return randomize_(WanModel(cfg), seed=seed, scale=0.2).eval()
 
 
-def _call(model: torch.nn.Module, case: dict) -> torch.Tensor:
-    kw = {k: v for k, v in case.items() if k not in ("x", "t", "context")}
+def _call(model: torch.nn.Module, case: dict, device: str) -> torch.Tensor:
+    def to(v):
+        if isinstance(v, list):
+            return [c.to(device) for c in v]
+        return v.to(device) if isinstance(v, torch.Tensor) else v
+
+    kw = {k: to(v) for k, v in case.items() if k not in ("x", "t", "context")}
     with torch.no_grad():
-        return model(case["x"], case["t"], case["context"], **kw)
+        return model(to(case["x"]), to(case["t"]), to(case["context"]), **kw).cpu()
 
 
-def forward_layouts(rank: int, world: int, layouts: list[dict], out: str) -> None:
+def forward_layouts(
+    rank: int, world: int, layouts: list[dict], out: str, device: str = "cpu"
+) -> None:
     """Every layout x {T2V, I2V} x cases against the same model on one process."""
+    dev = f"cuda:{rank}" if device == "cuda" else device
     errors: dict[str, float] = {}
     for cfg_name, cfg in (("t2v", T2V), ("i2v", I2V)):
         cases = dit_inputs(cfg)
-        refs = [_call(tiny_dit(cfg), c) for c in cases]
+        refs = [_call(tiny_dit(cfg).to(dev), c, dev) for c in cases]
         for lay in layouts:
             plan = ParallelPlan(ulysses=lay.get("ulysses", 1), ring=lay.get("ring", 1))
-            mesh = build_mesh(plan, "cpu")
-            model = apply_context_parallel(tiny_dit(cfg), mesh)
+            mesh = build_mesh(plan, device)
+            model = apply_context_parallel(tiny_dit(cfg).to(dev), mesh)
             if lay.get("fsdp"):
                 apply_fsdp_dit(model, mesh.world)
             name = f"{cfg_name} " + " ".join(f"{k}={v}" for k, v in lay.items())
-            errors[name] = max(rel_err(_call(model, c), r) for c, r in zip(cases, refs))
+            errors[name] = max(rel_err(_call(model, c, dev), r) for c, r in zip(cases, refs))
     if rank == 0:
         Path(out).write_text(json.dumps(errors, indent=1))
 
