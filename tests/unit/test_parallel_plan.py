@@ -47,3 +47,15 @@ def test_layout_errors_say_what_to_do():
         ParallelPlan(ulysses=8).check_heads(12)
     with pytest.raises(ParallelConfigError, match=">= 1"):
         ParallelPlan(ulysses=0).data_parallel(4)
+
+
+def test_parallel_flags_without_torchrun_are_a_clear_error(capsys, monkeypatch):
+    from openwan.cli.main import main
+
+    for var in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["generate", "--prompt", "x", "--ulysses_size", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "torchrun --nproc_per_node 2 -m openwan generate" in err
+    assert main(["generate", "--prompt", "x", "--dit-fsdp"]) == 2
+    assert "need several processes" in capsys.readouterr().err

@@ -175,15 +175,16 @@ def train_dit_distributed(
     run_dir = Path(cfg.run_dir)
     rank0 = dist.get_rank() == 0
     mesh = build_mesh(plan)
+    # activation checkpointing is applied by parallelize, not by build's block wrapper
+    plain_cfg = replace(cfg, grad_checkpointing=False)
     if rank0:  # one process encodes the latent cache and trains the tokenizer; the rest read them
         latents, sources = flow.latent_cache(cfg, run_dir)
-        flow.build(cfg, run_dir)
+        flow.build(plain_cfg, run_dir, [s for s in sources if isinstance(s, str)])
     dist.barrier()
     if not rank0:
         latents, sources = flow.latent_cache(cfg, run_dir)
     extra = [s for s in sources if isinstance(s, str)]
-    # activation checkpointing is applied by parallelize, not by build's block wrapper
-    model, encoder, tok_dir = flow.build(replace(cfg, grad_checkpointing=False), run_dir, extra)
+    model, encoder, tok_dir = flow.build(plain_cfg, run_dir, extra)
     pd = parallelize(model, mesh, activation_checkpointing=cfg.grad_checkpointing)
     opt, ema = common.optimizer_and_ema(
         model, lr=cfg.lr, weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay
@@ -214,7 +215,7 @@ def train_dit_distributed(
     )
     if not rank0:
         return None
-    plain, plain_encoder, _ = flow.build(replace(cfg, grad_checkpointing=False), run_dir, extra)
+    plain, plain_encoder, _ = flow.build(plain_cfg, run_dir, extra)
     plain.load_state_dict(full, strict=True)
     plain.eval()
     return TrainResult(cfg, plain.dit, plain_encoder, tok_dir)
