@@ -52,18 +52,38 @@ def all_to_all(
     return _AllToAll.apply(x, group, scatter, gather)
 
 
+class PendingShift:
+    """A ring hand-off in flight: ``wait()`` returns the received tensor."""
+
+    def __init__(self, x: torch.Tensor, group: dist.ProcessGroup, step: int) -> None:
+        world, me = dist.get_world_size(group), dist.get_rank(group)
+        self._send = x.contiguous()  # kept alive until the send completes
+        self._recv = torch.empty_like(self._send)
+        ops = [
+            dist.P2POp(
+                dist.isend, self._send, dist.get_global_rank(group, (me + step) % world), group
+            ),
+            dist.P2POp(
+                dist.irecv, self._recv, dist.get_global_rank(group, (me - step) % world), group
+            ),
+        ]
+        self._works = dist.batch_isend_irecv(ops)
+
+    def wait(self) -> torch.Tensor:
+        for work in self._works:
+            work.wait()
+        return self._recv
+
+
+def start_shift(x: torch.Tensor, group: dist.ProcessGroup) -> PendingShift:
+    """Start passing ``x`` to the next rank of the ring (no autograd: inference overlaps the
+    hand-off of the next K/V chunk with the attention over the current one)."""
+    return PendingShift(x, group, 1)
+
+
 def _shift(x: torch.Tensor, group: dist.ProcessGroup, step: int) -> torch.Tensor:
     """Send ``x`` to the rank ``step`` places ahead in the group and receive from ``step`` behind."""
-    world, me = dist.get_world_size(group), dist.get_rank(group)
-    send = x.contiguous()
-    recv = torch.empty_like(send)
-    ops = [
-        dist.P2POp(dist.isend, send, dist.get_global_rank(group, (me + step) % world), group),
-        dist.P2POp(dist.irecv, recv, dist.get_global_rank(group, (me - step) % world), group),
-    ]
-    for work in dist.batch_isend_irecv(ops):
-        work.wait()
-    return recv
+    return PendingShift(x, group, step).wait()
 
 
 class _RingShift(torch.autograd.Function):

@@ -38,7 +38,13 @@ from torch import nn
 from openwan.configs.dit import DiTConfig
 from openwan.models.dit import WanModel
 from openwan.ops.attention import attention
-from openwan.runtime.parallel.comm import all_to_all, gather_seq, ring_shift
+from openwan.runtime.parallel.comm import (
+    PendingShift,
+    all_to_all,
+    gather_seq,
+    ring_shift,
+    start_shift,
+)
 from openwan.runtime.parallel.mesh import ParallelMesh
 
 # Query rows per score block at inference (training keeps whole blocks: autograd saves them anyway)
@@ -111,17 +117,23 @@ class ContextParallelAttention:
         group, ring = self.mesh.ring_group, self.mesh.plan.ring
         me = self.mesh.grid.get_local_rank("ring")
         kv = torch.stack([k, v])  # [2, B, C, h, D]: one message per ring step
+        grad = torch.is_grad_enabled()
         out: torch.Tensor | None = None
         lse: torch.Tensor | None = None
+        pending: PendingShift | None = None
         for step in range(ring):
-            if step:
+            if step and grad:
                 kv = ring_shift(kv, group)  # now holds the chunk of ring rank me - step
+            elif pending is not None:
+                kv = pending.wait()
+            # inference: the next hand-off runs while this step's attention is computed
+            pending = start_shift(kv, group) if not grad and step + 1 < ring else None
             src = (me - step) % ring
             valid = None
             if k_lens is not None:
                 pos = torch.arange(src * self.chunk, (src + 1) * self.chunk, device=q.device)
                 valid = pos[None, :] < k_lens[:, None].to(q.device)  # [B, C]
-            chunk = None if torch.is_grad_enabled() else QUERY_CHUNK
+            chunk = None if grad else QUERY_CHUNK
             o, l = block_attention(q, kv[0], kv[1], valid, chunk)
             if out is None or lse is None:
                 out, lse = o, l
