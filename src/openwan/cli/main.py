@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 import time
@@ -122,8 +123,24 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
         const="bf16",
         help=argparse.SUPPRESS,
     )
-    _flag(p, "ulysses_size", type=int, default=1, help=argparse.SUPPRESS)
-    _flag(p, "ring_size", type=int, default=1, help=argparse.SUPPRESS)
+    _flag(
+        p,
+        "ulysses_size",
+        type=int,
+        default=1,
+        help="context parallel: split attention heads over this many ranks (all-to-all; "
+        "must divide the head count); run under torchrun",
+    )
+    _flag(
+        p,
+        "ring_size",
+        type=int,
+        default=1,
+        help="context parallel: pass K/V around a ring of this many ranks; "
+        "ulysses x ring = the number of processes",
+    )
+    _flag(p, "dit_fsdp", action="store_true", help="shard the DiT weights over the ranks (FSDP2)")
+    _flag(p, "t5_fsdp", action="store_true", help="shard the umT5 weights over the ranks (FSDP2)")
     _flag(p, "quiet", action="store_true", help="no progress bar")
     # speech-to-video (--task s2v-14B), official spellings
     _flag(p, "audio", default=None, help="s2v: speech/song driving the video (wav, mp3, m4a)")
@@ -155,6 +172,34 @@ def check_writable(path: Path) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    if args.prompt is None:
+        raise ValueError(
+            "--prompt is required, e.g. --prompt 'a red circle moving from left to right'"
+        )
+    from openwan.runtime.parallel.session import ParallelSession
+
+    session = ParallelSession.start(
+        ulysses=args.ulysses_size,
+        ring=args.ring_size,
+        dit_fsdp=args.dit_fsdp,
+        t5_fsdp=args.t5_fsdp,
+    )
+    if session is None:
+        return _generate(args, None)
+    try:
+        if not session.rank0:
+            args.quiet = True
+        args.base_seed = session.shared_seed(args.base_seed)
+        return _generate(args, session)
+    except user_errors():
+        if session.rank0:
+            raise
+        return 2  # rank 0 reports it
+    finally:
+        session.close()
+
+
+def _generate(args: argparse.Namespace, session: Any) -> int:
     import torch
 
     from openwan.cli.s2v import is_s2v, reject_s2v_flags, run_s2v
@@ -164,18 +209,15 @@ def run_generate(args: argparse.Namespace) -> int:
     from openwan.pipelines.t2v import WanT2V
 
     if is_s2v(args):
+        if session is not None:
+            raise ValueError("s2v does not run with --ulysses-size/--ring-size/--dit-fsdp yet")
         return run_s2v(args)
     reject_s2v_flags(args)
-    if args.prompt is None:
-        raise ValueError(
-            "--prompt is required, e.g. --prompt 'a red circle moving from left to right'"
-        )
-    if args.ulysses_size != 1 or args.ring_size != 1:
-        raise ValueError(
-            "sequence parallelism (--ulysses-size/--ring-size > 1) is not available yet"
-        )
     if args.save_file:
-        check_writable(Path(args.save_file))
+        if session is None:
+            check_writable(Path(args.save_file))
+        else:
+            session.agree(lambda: check_writable(Path(args.save_file)))
     from openwan.cli.image_tasks import read_inputs, run_image_task, wants_image_pipeline
 
     image_task = wants_image_pipeline(args)
@@ -192,7 +234,11 @@ def run_generate(args: argparse.Namespace) -> int:
 
         sources = read_sources(*vace_inputs)  # unreadable / mismatched inputs fail here
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    offload = args.offload_model if args.offload_model is not None else device.type == "cuda"
+    offload = (
+        args.offload_model
+        if args.offload_model is not None
+        else device.type == "cuda" and session is None
+    )
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, None: None}[args.dtype]
     request = GenerationRequest(
         prompt=args.prompt,
@@ -229,6 +275,8 @@ def run_generate(args: argparse.Namespace) -> int:
             raise ValueError("--image is not a VACE input; use --src_ref_images or --src_video")
         pipe = vace_pipe = as_vace(pipe)
     resolved = request.resolve(pipe.task)  # validate before any heavy work
+    if session is not None:
+        session.apply(pipe, cache=args.cache_threshold is not None)
     caches: list[Any] = []
     if args.cache_threshold is not None:
         from openwan.runtime.cache import apply_first_block_cache
@@ -265,6 +313,8 @@ def run_generate(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     req = result.request
+    if session is not None and not session.rank0:
+        return 0  # rank 0 writes the output
     out = (
         Path(args.save_file)
         if args.save_file
@@ -346,5 +396,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except user_errors() as e:
         if args.verbose:
             raise
-        print(f"openwan: error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike: say it once
+            print(f"openwan: error: {e}", file=sys.stderr)
         return 2

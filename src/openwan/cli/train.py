@@ -43,6 +43,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=None,
         help="write the whole EMA model here (transformer/, vae/, text_encoder/, tokenizer/)",
     )
+    d.add_argument(
+        "--ulysses-size",
+        "--ulysses_size",
+        dest="ulysses_size",
+        type=int,
+        default=1,
+        help="under torchrun: context parallel over attention heads (FSDP2 always on)",
+    )
+    d.add_argument(
+        "--ring-size",
+        "--ring_size",
+        dest="ring_size",
+        type=int,
+        default=1,
+        help="under torchrun: ring attention over sequence chunks; the world size must be a "
+        "multiple of ulysses x ring (the rest is data parallel)",
+    )
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=run_train_dit)
 
@@ -79,8 +96,44 @@ def run_train_dit(args: argparse.Namespace) -> int:
             "dataset": args.dataset,
         },
     )
+    from openwan.runtime.parallel import ParallelConfigError, ParallelPlan, init_distributed
+
+    plan = ParallelPlan(ulysses=args.ulysses_size, ring=args.ring_size)
+    if init_distributed():
+        return _train_dit_distributed(args, cfg, plan)
+    if plan.cp > 1:
+        raise ParallelConfigError(
+            f"--ulysses-size/--ring-size need torchrun: torchrun --nproc_per_node {plan.cp} "
+            "-m openwan train ..."
+        )
     result = train_dit(cfg, resume=args.resume, show_progress=not args.quiet)
     if args.export:
         export_model(result, Path(args.export))
         print(f"saved model to {args.export}")
     return 0
+
+
+def _train_dit_distributed(args: argparse.Namespace, cfg: object, plan: object) -> int:
+    import torch.distributed as dist
+
+    from openwan.cli.main import user_errors
+    from openwan.training.distributed import train_dit_distributed
+    from openwan.training.flow import export_model
+
+    try:
+        result = train_dit_distributed(
+            cfg,  # type: ignore[arg-type]
+            plan,  # type: ignore[arg-type]
+            resume=args.resume,
+            show_progress=not args.quiet,
+        )
+        if result is not None and args.export:
+            export_model(result, Path(args.export))
+            print(f"saved model to {args.export}")
+        return 0
+    except user_errors():
+        if dist.get_rank() == 0:
+            raise
+        return 2  # rank 0 reports it
+    finally:
+        dist.destroy_process_group()

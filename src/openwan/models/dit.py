@@ -16,6 +16,7 @@ in one place.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +56,9 @@ class TokenLayout:
     # Two-segment modulation (S2V): e0 is [B, 2, 6, dim]; tokens before ``split`` take row 0,
     # the rest row 1. None: e0 is [B, 1 or L, 6, dim] and broadcasts over the tokens.
     split: int | None = None
+    # the self-attention leaf, (q, k, v, k_lens) -> out: a seam for runtimes that replace it for
+    # one forward pass (context parallelism gives each rank a layout of its own token shard)
+    self_attention: Callable[..., torch.Tensor] = attention
 
 
 def modulate(
@@ -95,7 +99,7 @@ class WanSelfAttention(nn.Module):
         v = self.v(x).unflatten(-1, (self.num_heads, -1))
         q = apply_rope(q, layout.cos, layout.sin).to(v.dtype)
         k = apply_rope(k, layout.cos, layout.sin).to(v.dtype)
-        out = attention(q, k, v, k_lens=layout.k_lens)  # [B, L, H, D]
+        out = layout.self_attention(q, k, v, k_lens=layout.k_lens)  # [B, L, H, D]
         return self.o(out.flatten(2))
 
 

@@ -172,7 +172,7 @@ def sample_sigmas(cfg: DiTTrainConfig, n: int, gen: torch.Generator) -> torch.Te
 
 
 def flow_loss(
-    dit: WanModel,
+    dit: nn.Module,
     context: list[torch.Tensor],
     x0: torch.Tensor,
     sigma: torch.Tensor,
@@ -182,6 +182,45 @@ def flow_loss(
     xt = (1 - s) * x0 + s * noise
     v = dit(xt, sigma * 1000, context)
     return F.mse_loss(v, noise - x0)
+
+
+@dataclass
+class StepBatch:
+    """Everything random about one training step (the same for any number of processes)."""
+
+    x0: torch.Tensor  # [B, C, T, h, w] clean latents
+    texts: list[str]
+    sigma: torch.Tensor  # [B]
+    noise: torch.Tensor  # like x0
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.x0, self.sigma, self.noise
+
+    def rows(self, part: slice) -> StepBatch:
+        """The samples of one data-parallel rank."""
+        return StepBatch(self.x0[part], self.texts[part], self.sigma[part], self.noise[part])
+
+
+def step_batch(
+    cfg: DiTTrainConfig, step: int, latents: torch.Tensor, sources: Sequence[Caption]
+) -> StepBatch:
+    """The batch of ``step``: drawn from a generator seeded with (seed, step) alone."""
+    gen = common.step_generator(cfg.seed, step)
+    idx = torch.randint(0, latents.shape[0], (cfg.batch_size,), generator=gen)
+    x0 = latents[idx]
+    if torch.rand(1, generator=gen).item() < cfg.image_prob:
+        x0 = x0[:, :, :1]  # a text-to-image step: the first latent frame alone
+    texts = _captions([sources[int(i)] for i in idx], gen, cfg.cfg_dropout)
+    sigma = sample_sigmas(cfg, cfg.batch_size, gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    return StepBatch(x0, texts, sigma, noise)
+
+
+def encode_texts(encoder: T5TextEncoder, texts: list[str]) -> list[torch.Tensor]:
+    """Trainable text features, trimmed to each prompt's tokens."""
+    ids, mask = encoder.tokenize(texts)
+    hidden = encoder(ids, mask)
+    return [h[: int(n)] for h, n in zip(hidden, mask.sum(1))]
 
 
 def _captions(sources: list[Caption], gen: torch.Generator, dropout: float) -> list[str]:
@@ -245,20 +284,10 @@ def train_dit(
     model.train()
     end = cfg.stop_at or cfg.steps
     for step in range(start, end):
-        gen = common.step_generator(cfg.seed, step)
         for group in opt.param_groups:
             group["lr"] = common.lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
-        idx = torch.randint(0, latents.shape[0], (cfg.batch_size,), generator=gen)
-        x0 = latents[idx]
-        if torch.rand(1, generator=gen).item() < cfg.image_prob:
-            x0 = x0[:, :, :1]  # a text-to-image step: the first latent frame alone
-        texts = _captions([sources[int(i)] for i in idx], gen, cfg.cfg_dropout)
-        ids, mask = encoder.tokenize(texts)
-        hidden = encoder(ids, mask)
-        context = [h[: int(n)] for h, n in zip(hidden, mask.sum(1))]
-        sigma = sample_sigmas(cfg, cfg.batch_size, gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        loss = flow_loss(model.dit, context, x0, sigma, noise)
+        batch = step_batch(cfg, step, latents, sources)
+        loss = flow_loss(model.dit, encode_texts(encoder, batch.texts), *batch.tensors())
         common.optimizer_step(model, opt, ema, loss, bar)
         if (step + 1) % cfg.log_every == 0:
             metrics.write({"step": step + 1, "loss": loss.item(), "time": time.perf_counter() - t0})
