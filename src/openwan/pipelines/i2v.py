@@ -19,8 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from openwan.checkpoint.layout import locate
-from openwan.configs.tasks import TaskSpec, get_task, infer_task
+from openwan.configs.tasks import TaskSpec
 from openwan.pipelines import stages
 from openwan.pipelines.image_cond import (
     FrameCondition,
@@ -31,6 +30,7 @@ from openwan.pipelines.image_cond import (
     match_frame,
     resize_frame,
 )
+from openwan.pipelines.loading import load_components
 from openwan.pipelines.request import GenerationRequest, RequestError, ResolvedRequest
 from openwan.pipelines.t2v import GenerationResult
 
@@ -112,26 +112,18 @@ class WanI2V:
         or diffusers' ``image_encoder/``; it runs in fp16 on CUDA (as the official code) unless
         ``clip_dtype`` says otherwise, fp32 on the CPU.
         """
-        from openwan.checkpoint.dit_format import load_dit
         from openwan.checkpoint.io import CheckpointError
-        from openwan.checkpoint.vae_format import load_vae
         from openwan.models.image import OFFICIAL_CLIP_FILE, CLIPImageEncoder
-        from openwan.models.text import T5TextEncoder
 
-        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        spec = get_task(task) if task else None
-        files = locate(path, spec)
-        if dtype is None:
-            dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-        load_dev = "cpu" if offload_model else dev
-        dit = load_dit(files.dit, dtype=dtype, device=load_dev)
-        dit_high = (
-            load_dit(files.dit_high, dtype=dtype, device=load_dev) if files.dit_high else None
+        m = load_components(
+            path,
+            task=task,
+            device=device,
+            dtype=dtype,
+            text_dtype=text_dtype,
+            offload_model=offload_model,
         )
-        vae = load_vae(files.vae, dtype=torch.float32, device=load_dev)
-        if spec is None:
-            spec = infer_task(dit.config, vae.config, has_experts=dit_high is not None)
-            log.info("checkpoint recognised as task %s", spec.name)
+        dit, files, dev, load_dev = m.dit, m.files, m.device, m.load_device
         clip = None
         if dit.config.has_image_embedding:
             root = Path(path)
@@ -146,16 +138,13 @@ class WanI2V:
             if clip_dtype is None:
                 clip_dtype = torch.float16 if dev.type == "cuda" else torch.float32
             clip = CLIPImageEncoder.from_pretrained(clip_path, dtype=clip_dtype, device=load_dev)
-        if text_dtype is None:
-            text_dtype = torch.bfloat16 if spec.text_dtype == "bf16" else torch.float32
-        text_encoder = T5TextEncoder.from_pretrained(files.text, dtype=text_dtype, device="cpu")
         return cls(
-            spec,
+            m.spec,
             dit,
-            vae,
-            text_encoder,
+            m.vae,
+            m.text_encoder,
             clip,
-            dit_high=dit_high,
+            dit_high=m.dit_high,
             device=dev,
             offload_model=offload_model,
             t5_cpu=t5_cpu,

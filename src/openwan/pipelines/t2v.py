@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from openwan.checkpoint.layout import locate
-from openwan.configs.tasks import TaskSpec, get_task, infer_task
+from openwan.configs.tasks import TaskSpec
 from openwan.pipelines import stages
 from openwan.pipelines.image_cond import FirstFrame, best_output_size, fit_image, load_image
+from openwan.pipelines.loading import load_components
 from openwan.pipelines.request import GenerationRequest, ResolvedRequest
 
 log = logging.getLogger(__name__)
@@ -80,39 +80,26 @@ class WanT2V:
         ``dtype`` is the DiT weight dtype (fp32 on CPU by default, bf16 on CUDA); the VAE runs in fp32
         and the text encoder in ``text_dtype`` (bf16 for the official umT5-XXL, as the reference).
         """
-        from openwan.checkpoint.dit_format import load_dit
-        from openwan.checkpoint.vae_format import load_vae
-        from openwan.models.text import T5TextEncoder
-
-        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if path is None:
             from openwan.assets import tiny_model_dir
 
             path = tiny_model_dir("t2v")
             task = task or "t2v-tiny"
-        spec = get_task(task) if task else None
-        files = locate(path, spec)
-        if dtype is None:
-            dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-        load_dev = "cpu" if offload_model else dev
-        dit = load_dit(files.dit, dtype=dtype, device=load_dev)
-        dit_high = (
-            load_dit(files.dit_high, dtype=dtype, device=load_dev) if files.dit_high else None
+        m = load_components(
+            path,
+            task=task,
+            device=device,
+            dtype=dtype,
+            text_dtype=text_dtype,
+            offload_model=offload_model,
         )
-        vae = load_vae(files.vae, dtype=torch.float32, device=load_dev)
-        if spec is None:
-            spec = infer_task(dit.config, vae.config, has_experts=dit_high is not None)
-            log.info("checkpoint recognised as task %s", spec.name)
-        if text_dtype is None:
-            text_dtype = torch.bfloat16 if spec.text_dtype == "bf16" else torch.float32
-        text_encoder = T5TextEncoder.from_pretrained(files.text, dtype=text_dtype, device="cpu")
         return cls(
-            spec,
-            dit,
-            vae,
-            text_encoder,
-            dit_high=dit_high,
-            device=dev,
+            m.spec,
+            m.dit,
+            m.vae,
+            m.text_encoder,
+            dit_high=m.dit_high,
+            device=m.device,
             offload_model=offload_model,
             t5_cpu=t5_cpu,
         )
