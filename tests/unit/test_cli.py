@@ -91,9 +91,15 @@ def test_generate_on_a_random_checkpoint_writes_mp4_and_png(tmp_path, capsys):
     assert (
         main([*args, "--frame-num", "1", "--save-file", str(cached), "--cache-threshold", "0"]) == 0
     )
-    assert "0 of 4 model calls reused" in capsys.readouterr().err
-    assert read_metadata(cached)["cache_threshold"] == 0.0
+    assert "0 of 4 model calls reused another CFG branch, 100% of the DiT blocks ran" in (
+        capsys.readouterr().err
+    )
+    assert read_metadata(cached)["cache"] == "teacache:0"
     assert np.array_equal(np.asarray(Image.open(cached)), np.asarray(Image.open(png)))
+    assert main([*args, "--cache", "teacache:0.1", "--cache-threshold", "0.1"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main([*args, "--cache", "fast"]) == 2
+    assert "unknown cache mode 'fast'" in capsys.readouterr().err
     # an image: the TI2V first-frame path through the CLI
     Image.new("RGB", (40, 40), (200, 20, 20)).save(tmp_path / "red.png")
     img_out = tmp_path / "from_image.mp4"

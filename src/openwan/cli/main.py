@@ -92,11 +92,19 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     )
     _flag(
         p,
+        "cache",
+        default=None,
+        help="diffusion cache: off or a comma list of teacache[:THRESHOLD] (skip the deeper DiT "
+        "blocks at steps that change little), attn[:INTERVAL] (reuse attention outputs between "
+        "steps), cfg[:INTERVAL] (reuse the unconditional branch with residual compensation); "
+        "default: off",
+    )
+    _flag(
+        p,
         "cache_threshold",
         type=float,
         default=None,
-        help="first-block diffusion cache: skip the other DiT blocks at steps whose first-block "
-        "residual changed by less than this (e.g. 0.05; default: off)",
+        help="same as --cache teacache:THRESHOLD",
     )
     _flag(p, "t5_cpu", action="store_true", help="run the text encoder on the CPU")
     _flag(p, "device", default=None, help="cpu or cuda[:N] (default: cuda if available)")
@@ -138,6 +146,26 @@ def check_writable(path: Path) -> None:
             pass
     except OSError as e:
         raise ValueError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def apply_cli_cache(pipe: Any, args: argparse.Namespace) -> list[Any]:
+    """Wrap the pipeline's DiT(s) in the cache that ``--cache`` / ``--cache-threshold`` ask for."""
+    from openwan.runtime.cache import DEFAULT_TEACACHE, CacheSpec, apply_cache
+
+    if args.cache is not None and args.cache_threshold is not None:
+        raise ValueError("give either --cache or --cache-threshold, not both")
+    text = args.cache or "off"
+    if args.cache_threshold is not None:
+        text = f"teacache:{args.cache_threshold}"
+    spec = CacheSpec.parse(text, DEFAULT_TEACACHE)
+    if not spec.enabled:
+        return []
+    pipe.dit = apply_cache(pipe.dit, spec)
+    caches = [pipe.dit]
+    if pipe.dit_high is not None:
+        pipe.dit_high = apply_cache(pipe.dit_high, spec)
+        caches.append(pipe.dit_high)
+    return caches
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -187,15 +215,7 @@ def run_generate(args: argparse.Namespace) -> int:
         t5_cpu=args.t5_cpu,
     )
     resolved = request.resolve(pipe.task)  # validate before any heavy work
-    caches: list[Any] = []
-    if args.cache_threshold is not None:
-        from openwan.runtime.cache import apply_first_block_cache
-
-        caches = [
-            apply_first_block_cache(m, args.cache_threshold)
-            for m in (pipe.dit, pipe.dit_high)
-            if m is not None
-        ]
+    caches = apply_cli_cache(pipe, args)
     log.info("loaded %s in %.1fs", pipe.task.name, time.perf_counter() - t0)
 
     bar = None
@@ -224,12 +244,14 @@ def run_generate(args: argparse.Namespace) -> int:
     meta = {"openwan": __version__, **req.as_metadata()}
     if caches:
         calls = sum(c.stats.calls for c in caches)
-        skipped = sum(c.stats.skipped for c in caches)
+        reused = sum(c.stats.branches_reused for c in caches)
+        blocks = sum(c.stats.blocks_run for c in caches) / sum(c.stats.blocks_total for c in caches)
         print(
-            f"diffusion cache: {skipped} of {calls} model calls reused the deeper blocks",
+            f"diffusion cache: {reused} of {calls} model calls reused another CFG branch, "
+            f"{blocks:.0%} of the DiT blocks ran",
             file=sys.stderr,
         )
-        meta["cache_threshold"] = args.cache_threshold
+        meta["cache"] = caches[0].spec.describe()
     if args.image is not None:
         meta["image"] = str(args.image)
     if result.is_image and out.suffix.lower() != ".mp4":
