@@ -9,7 +9,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from openwan import __version__
 
@@ -90,22 +89,6 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="move models to the CPU when idle (default: true on one GPU, false on CPU)",
     )
-    _flag(
-        p,
-        "cache",
-        default=None,
-        help="diffusion cache: off or a comma list of teacache[:THRESHOLD] (skip the deeper DiT "
-        "blocks at steps that change little), attn[:INTERVAL] (reuse attention outputs between "
-        "steps), cfg[:INTERVAL] (reuse the unconditional branch with residual compensation); "
-        "default: off",
-    )
-    _flag(
-        p,
-        "cache_threshold",
-        type=float,
-        default=None,
-        help="same as --cache teacache:THRESHOLD",
-    )
     _flag(p, "t5_cpu", action="store_true", help="run the text encoder on the CPU")
     _flag(p, "device", default=None, help="cpu or cuda[:N] (default: cuda if available)")
     _flag(
@@ -125,6 +108,9 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     _flag(p, "ulysses_size", type=int, default=1, help=argparse.SUPPRESS)
     _flag(p, "ring_size", type=int, default=1, help=argparse.SUPPRESS)
     _flag(p, "quiet", action="store_true", help="no progress bar")
+    from openwan.cli.speed import add_speed_args
+
+    add_speed_args(p, _flag)
 
 
 def default_output_name(
@@ -148,29 +134,10 @@ def check_writable(path: Path) -> None:
         raise ValueError(f"cannot write {path}: {e.strerror or e}") from None
 
 
-def apply_cli_cache(pipe: Any, args: argparse.Namespace) -> list[Any]:
-    """Wrap the pipeline's DiT(s) in the cache that ``--cache`` / ``--cache-threshold`` ask for."""
-    from openwan.runtime.cache import DEFAULT_TEACACHE, CacheSpec, apply_cache
-
-    if args.cache is not None and args.cache_threshold is not None:
-        raise ValueError("give either --cache or --cache-threshold, not both")
-    text = args.cache or "off"
-    if args.cache_threshold is not None:
-        text = f"teacache:{args.cache_threshold}"
-    spec = CacheSpec.parse(text, DEFAULT_TEACACHE)
-    if not spec.enabled:
-        return []
-    pipe.dit = apply_cache(pipe.dit, spec)
-    caches = [pipe.dit]
-    if pipe.dit_high is not None:
-        pipe.dit_high = apply_cache(pipe.dit_high, spec)
-        caches.append(pipe.dit_high)
-    return caches
-
-
 def run_generate(args: argparse.Namespace) -> int:
     import torch
 
+    from openwan.cli.speed import apply_speed_options, offload_mode
     from openwan.configs.tasks import parse_size
     from openwan.io.video import save_image, save_video
     from openwan.pipelines.request import GenerationRequest
@@ -192,7 +159,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
         image = load_image(args.image)  # an unreadable image fails before any model is loaded
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    offload = args.offload_model if args.offload_model is not None else device.type == "cuda"
+    offload = offload_mode(args, device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, None: None}[args.dtype]
     request = GenerationRequest(
         prompt=args.prompt,
@@ -211,11 +178,11 @@ def run_generate(args: argparse.Namespace) -> int:
         task=args.task,
         device=device,
         dtype=dtype,
-        offload_model=offload,
-        t5_cpu=args.t5_cpu,
+        offload_model=offload != "none",
+        t5_cpu=args.t5_cpu or offload == "block",
     )
     resolved = request.resolve(pipe.task)  # validate before any heavy work
-    caches = apply_cli_cache(pipe, args)
+    caches = apply_speed_options(pipe, args, device)
     log.info("loaded %s in %.1fs", pipe.task.name, time.perf_counter() - t0)
 
     bar = None
@@ -252,6 +219,9 @@ def run_generate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         meta["cache"] = caches[0].spec.describe()
+    for name in ("quant", "offload", "compile", "vae_tiling"):
+        if getattr(args, name) not in (None, False, "none"):
+            meta[name] = getattr(args, name)
     if args.image is not None:
         meta["image"] = str(args.image)
     if result.is_image and out.suffix.lower() != ".mp4":

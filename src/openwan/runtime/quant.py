@@ -65,17 +65,25 @@ def _block_linears(model: WanModel) -> list[tuple[nn.Module, str, nn.Linear]]:
     return found
 
 
-def apply_quant(model: WanModel, mode: str, *, backend: str = "native") -> WanModel:
-    """Quantize ``model``'s block linears in place (``mode`` none|int8|fp8); returns the model."""
+def apply_quant(
+    model: WanModel,
+    mode: str,
+    *,
+    backend: str = "native",
+    device: str | torch.device | None = None,
+) -> WanModel:
+    """Quantize ``model``'s block linears in place (``mode`` none|int8|fp8); returns the model.
+
+    ``device`` is where the model will run (default: where its weights are now).
+    """
     if mode not in MODES:
         raise ValueError(f"unknown quantization {mode!r}; use one of {', '.join(MODES)}")
     if backend not in ("native", "torchao"):
         raise ValueError(f"unknown quantization backend {backend!r}; use native or torchao")
     if mode == "none":
         return model
-    device = next(model.parameters()).device
     if mode == "fp8":
-        _check_fp8(device)
+        _check_fp8(torch.device(device) if device is not None else next(model.parameters()).device)
         return _torchao(model, "fp8")
     if backend == "torchao":
         return _torchao(model, "int8")
