@@ -137,7 +137,7 @@ def check_writable(path: Path) -> None:
 def run_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from openwan.cli.speed import apply_speed_options, offload_mode
+    from openwan.cli.speed import apply_speed_options, check_speed_args
     from openwan.configs.tasks import parse_size
     from openwan.io.video import save_image, save_video
     from openwan.pipelines.request import GenerationRequest
@@ -159,7 +159,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
         image = load_image(args.image)  # an unreadable image fails before any model is loaded
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    offload = offload_mode(args, device)
+    offload = check_speed_args(args, device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, None: None}[args.dtype]
     request = GenerationRequest(
         prompt=args.prompt,

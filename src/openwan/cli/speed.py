@@ -45,7 +45,16 @@ def add_speed_args(p: argparse.ArgumentParser, flag: Any) -> None:
     flag(p, "vae_tiling", action="store_true", help="decode the video in blended spatial tiles")
 
 
-def offload_mode(args: argparse.Namespace, device: torch.device) -> str:
+def check_speed_args(args: argparse.Namespace, device: torch.device) -> str:
+    """Refuse bad combinations before any model is loaded; returns the offload mode."""
+    from openwan.runtime.cache import DEFAULT_TEACACHE, CacheSpec
+
+    if args.cache is not None and args.cache_threshold is not None:
+        raise ValueError("give either --cache or --cache-threshold, not both")
+    CacheSpec.parse(args.cache or "off", DEFAULT_TEACACHE)
+    if args.compile and args.offload == "block":
+        # the offload hooks re-point weights between calls, which compiled graphs do not allow
+        raise ValueError("--compile does not work with --offload block yet; use --offload model")
     if args.offload is not None:
         if args.offload_model is not None:
             raise ValueError("give either --offload or --offload-model, not both")
@@ -62,8 +71,6 @@ def apply_speed_options(pipe: Any, args: argparse.Namespace, device: torch.devic
     from openwan.runtime.quant import apply_quant
     from openwan.runtime.vae_tiling import apply_vae_tiling
 
-    if args.cache is not None and args.cache_threshold is not None:
-        raise ValueError("give either --cache or --cache-threshold, not both")
     text = args.cache or "off"
     if args.cache_threshold is not None:
         text = f"teacache:{args.cache_threshold}"

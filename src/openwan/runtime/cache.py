@@ -121,23 +121,20 @@ class _Branch:
 class _Reusable(nn.Module):
     """Wraps an attention module; the owning :class:`CachedDiT` says when to reuse its output."""
 
-    def __init__(self, inner: nn.Module) -> None:
+    def __init__(self, inner: nn.Module, stats: CacheStats) -> None:
         super().__init__()
-        self.inner = inner
-        self.saved: dict[tuple[Any, ...], torch.Tensor] = {}
-        self.key: tuple[Any, ...] = ()
+        self.inner, self.stats = inner, stats
+        self.saved: dict[tuple[Any, ...], torch.Tensor] = {}  # last output per CFG branch
+        self.key: tuple[Any, ...] = ()  # the branch of the current call
         self.reuse = False
-        self.stats: CacheStats | None = None
 
     def forward(self, *args: Any) -> torch.Tensor:
-        if self.stats is not None:
-            self.stats.attn_total += 1
+        self.stats.attn_total += 1
         if self.reuse and self.key in self.saved:
             return self.saved[self.key]
         out = self.inner(*args)
-        if self.stats is not None:
-            self.stats.attn_run += 1
-            self.saved[self.key] = out
+        self.stats.attn_run += 1
+        self.saved[self.key] = out
         return out
 
 
@@ -163,8 +160,7 @@ class CachedDiT(nn.Module):
         if spec.attn:
             for block in model.blocks:
                 for name in ("self_attn", "cross_attn"):
-                    wrapper = _Reusable(getattr(block, name))
-                    wrapper.stats = self.stats
+                    wrapper = _Reusable(getattr(block, name), self.stats)
                     setattr(block, name, wrapper)  # a module swap, undone by remove()
                     self._attn.append(wrapper)
 
