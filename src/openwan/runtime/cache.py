@@ -174,12 +174,6 @@ class CachedDiT(nn.Module):
         self._attn.clear()
         return self.model
 
-    def reset(self) -> None:
-        self._branches.clear()
-        self._lead = None
-        for wrapper in self._attn:
-            wrapper.saved.clear()
-
     def _branch(self, context: torch.Tensor, x: torch.Tensor, t: float) -> _Branch:
         # which CFG branch: the embedded text is a cheap, exact fingerprint
         key = (tuple(x.shape), tuple(context.shape), float(context[:, :4].double().sum()))
