@@ -4,7 +4,8 @@
 
 Each configuration runs in its own process (so peak RSS is its own); the table prints CPU
 seconds per forward, the speed-up against the faster of fp32 and bf16, the output's relative
-error against fp32 and the peak RSS. ``int8`` is openwan's native path (``torch._int_mm``, bf16
+error against fp32, the resident weight bytes and the peak RSS (which includes building the
+model in fp32 before converting it). ``int8`` is openwan's native path (``torch._int_mm``, bf16
 activations around it); ``int8-torchao`` is torchao's Int8DynamicActivationInt8WeightConfig
 on the same bf16 model, in eager mode.
 """
@@ -49,8 +50,10 @@ def child(case: str, layers: int, repeats: int) -> None:
             out = model(x, t, ctx)
         seconds = (time.process_time() - t0) / repeats  # CPU time: robust to a shared machine
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tensors = [*model.parameters(), *model.buffers()]
+    weights = sum(t.numel() * t.element_size() for t in tensors) / 2**20
     torch.save(out.float(), f"/tmp/bench_quant_{case}.pt")
-    print(json.dumps({"seconds": seconds, "peak_mb": peak}))
+    print(json.dumps({"seconds": seconds, "peak_mb": peak, "weights_mb": weights}))
 
 
 def main() -> None:
@@ -80,7 +83,7 @@ def main() -> None:
         f"Wan2.1 1.3B width, {args.layers} blocks, latent {LATENT}, {torch.get_num_threads()} threads"
     )
     print(
-        f"{'case':14s} {'CPU s/fwd':>10s} {'x vs best fp32/bf16':>20s} {'rel err':>9s} {'peak MB':>8s}"
+        f"{'case':14s} {'CPU s/fwd':>10s} {'x vs best fp32/bf16':>20s} {'rel err':>9s} {'weights MB':>10s} {'peak MB':>8s}"
     )
     for case, r in rows.items():
         err = float("nan")
@@ -88,7 +91,7 @@ def main() -> None:
             out = torch.load(f"/tmp/bench_quant_{case}.pt")
             err = float((out - ref).norm() / ref.norm())
         print(f"{case:14s} {r['seconds']:10.2f} {best / r['seconds']:20.2f} {err:9.2e} "
-              f"{r['peak_mb']:8.0f}")  # fmt: skip
+              f"{r['weights_mb']:10.0f} {r['peak_mb']:8.0f}")  # fmt: skip
 
 
 if __name__ == "__main__":

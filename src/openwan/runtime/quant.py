@@ -10,8 +10,9 @@
   8.9 or higher; refused elsewhere.
 
 Only the linears inside ``model.blocks`` change: the embeddings, the time MLP and the head
-stay in their fp32 islands. The quantized module keeps a ``weight`` attribute (the dequantized
-weight in the compute dtype) so code that reads a weight's dtype or value stays correct.
+stay in their fp32 islands. The quantized module declares its ``compute_dtype`` (what the DiT
+casts its input to) and keeps a ``weight`` property (the dequantized weight) so code that reads
+a weight's value stays correct; the forward never materialises it.
 """
 
 from __future__ import annotations
