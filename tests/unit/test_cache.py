@@ -1,5 +1,5 @@
-"""First-block cache: exact when it never skips, reuses the right residual per CFG branch when it
-does, and resets on a new generation."""
+"""Diffusion caches: exact when they never reuse, and when they do, they run exactly the blocks /
+branches they are designed to run and reuse the right values (checked against the plain model)."""
 
 import pytest
 import torch
@@ -7,7 +7,7 @@ import torch
 from helpers.random_weights import randomize_
 from openwan.configs.dit import DiTConfig
 from openwan.models.dit import WanModel
-from openwan.runtime.cache import apply_first_block_cache
+from openwan.runtime.cache import DEFAULT_TEACACHE, CacheSpec, apply_cache
 
 CFG = DiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=3, text_dim=16, text_len=32)
 
@@ -25,30 +25,41 @@ def inputs(seed):
     return x, cond, uncond
 
 
+def trajectory(x, steps=3):
+    """(latent, t) per step, each latent its own tensor as a solver would make it."""
+    g = torch.Generator().manual_seed(9)
+    return [
+        (x + 0.02 * k * torch.randn(x.shape, generator=g), torch.tensor([900.0 - 100 * k]))
+        for k in range(steps)
+    ]
+
+
+def count_calls(modules):
+    counter = {"n": 0}
+
+    def hook(*_):
+        counter["n"] += 1
+
+    for m in modules:
+        m.register_forward_hook(hook)
+    return counter
+
+
 @torch.no_grad()
-def test_threshold_zero_is_the_plain_model(model):
+def test_threshold_zero_and_no_mode_are_the_plain_model(model):
     x, cond, uncond = inputs(0)
-    ref = [
-        model(x * s, torch.tensor([t]), [c])
-        for t, s in ((900.0, 1), (500.0, 0.9))
-        for c in (cond, uncond)
-    ]
-    cache = apply_first_block_cache(model, 0.0)
-    got = [
-        model(x * s, torch.tensor([t]), [c])
-        for t, s in ((900.0, 1), (500.0, 0.9))
-        for c in (cond, uncond)
-    ]
-    assert all(torch.equal(a, b) for a, b in zip(ref, got))
-    assert cache.stats.calls == 4 and cache.stats.skipped == 0
-    cache.remove()
-    assert "forward" not in vars(model) and torch.equal(
-        model(x, torch.tensor([900.0]), [cond]), ref[0]
-    )
+    steps = trajectory(x)
+    ref = [model(xs, t, [c]) for xs, t in steps for c in (cond, uncond)]
+    for spec in (CacheSpec(teacache=0.0), CacheSpec()):
+        cached = apply_cache(model, spec)
+        got = [cached(xs, t, [c]) for xs, t in steps for c in (cond, uncond)]
+        assert all(torch.equal(a, b) for a, b in zip(ref, got))
+        assert cached.stats.calls == 6 and cached.stats.block_fraction == 1.0
+        assert cached.remove() is model
 
 
 @torch.no_grad()
-def test_skips_reuse_the_residual_of_their_own_branch(model):
+def test_teacache_skips_reuse_the_residual_of_their_own_branch(model):
     x, cond, uncond = inputs(1)
     t1, t2 = torch.tensor([800.0]), torch.tensor([790.0])
     x2 = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
@@ -64,29 +75,95 @@ def test_skips_reuse_the_residual_of_their_own_branch(model):
 
     expected = {}
     for name, c in (("cond", cond), ("uncond", uncond)):
-        _, full1, _, _ = parts(x, t1, c)
-        h1, _, _, _ = parts(x, t1, c)
+        h1, full1, _, _ = parts(x, t1, c)
         h2, _, e, layout = parts(x2, t2, c)
-        tokens = h2 + (full1 - h1)
-        expected[name] = model.unpatchify(model.head(tokens, e), layout.grid)
+        expected[name] = model.unpatchify(model.head(h2 + (full1 - h1), e), layout.grid)
     plain = model(x2, t2, [cond])
-    cache = apply_first_block_cache(model, 1.0)  # a large threshold: every second call skips
-    model(x, t1, [cond])
-    model(x, t1, [uncond])
-    got_c = model(x2, t2, [cond])
-    got_u = model(x2, t2, [uncond])
-    assert cache.stats.skipped == 2
+    cached = apply_cache(model, CacheSpec(teacache=1.0))  # large: every later call skips
+    deep = count_calls(model.blocks[1:])
+    cached(x, t1, [cond])
+    cached(x, t1, [uncond])
+    got_c = cached(x2, t2, [cond])
+    got_u = cached(x2, t2, [uncond])
+    assert deep["n"] == 2 * 2  # blocks 1..2 ran only at step 1, once per branch
+    assert cached.stats.blocks_run == 2 * 3 + 2 * 1
     assert torch.allclose(got_c, expected["cond"], atol=1e-6)
     assert torch.allclose(got_u, expected["uncond"], atol=1e-6)
     assert not torch.allclose(got_c, plain, atol=1e-4)  # the skip is an approximation
-    # a new generation (t goes back up) starts without a cache
-    model(x, torch.tensor([999.0]), [cond])
-    assert cache.stats.skipped == 2
+    # a new generation (t goes back up) starts without a cache: every block runs
+    assert torch.equal(
+        cached(x, torch.tensor([999.0]), [cond]), model(x, torch.tensor([999.0]), [cond])
+    )
+    assert deep["n"] == 2 * 2 + 2 * 2
 
 
-def test_bad_thresholds_and_models_are_refused(model):
+@torch.no_grad()
+def test_attention_cache_reuses_the_last_computed_attention_outputs(model):
+    x, cond, uncond = inputs(2)
+    steps = trajectory(x)
+    attn = [getattr(b, n) for b in model.blocks for n in ("self_attn", "cross_attn")]
+    # reference for the reused step 1: the plain model with step 0's attention outputs forced in
+    saved: dict = {}
+
+    def record(m, args, out):
+        saved[m] = out
+
+    handles = [m.register_forward_hook(record) for m in attn]
+    model(*steps[0], [cond])
+    for h in handles:
+        h.remove()
+    handles = [m.register_forward_hook(lambda m, a, o: saved[m]) for m in attn]
+    forced = model(*steps[1], [cond])
+    for h in handles:
+        h.remove()
+    plain = [model(xs, t, [cond]) for xs, t in steps]
+
+    cached = apply_cache(model, CacheSpec(attn=True, attn_interval=2, warmup=1))
+    runs = count_calls(attn)
+    got = [cached(xs, t, [c]) for xs, t in steps for c in (cond, uncond)]
+    assert runs["n"] == 2 * len(attn) * 2  # steps 0 and 2 per branch; step 1 reused
+    assert cached.stats.attn_run == runs["n"] and cached.stats.attn_total == 3 * 2 * len(attn)
+    assert torch.equal(got[0], plain[0]) and torch.equal(got[4], plain[2])
+    assert torch.allclose(got[2], forced, atol=1e-6)
+    assert not torch.allclose(got[2], plain[1], atol=1e-4)
+    assert cached.remove() is model
+    assert [getattr(b, n) for b in model.blocks for n in ("self_attn", "cross_attn")] == attn
+
+
+@torch.no_grad()
+def test_cfg_cache_estimates_the_second_branch_with_residual_compensation(model):
+    x, cond, uncond = inputs(3)
+    steps = trajectory(x, steps=4)
+    plain = [(model(xs, t, [cond]), model(xs, t, [uncond])) for xs, t in steps]
+    cached = apply_cache(model, CacheSpec(cfg=True, cfg_interval=2, warmup=1))
+    blocks = count_calls(model.blocks)
+    got = [(cached(xs, t, [cond]), cached(xs, t, [uncond])) for xs, t in steps]
+    # 4 steps x 2 branches, the unconditional branch skipped at steps 1 and 3
+    assert blocks["n"] == (8 - 2) * 3 and cached.stats.branches_reused == 2
+    for k in (0, 2):
+        assert torch.equal(got[k][0], plain[k][0]) and torch.equal(got[k][1], plain[k][1])
+    for k in (1, 3):
+        c_prev, u_prev = plain[k - 1]
+        assert torch.equal(got[k][0], plain[k][0])
+        assert torch.allclose(got[k][1], plain[k][0] + (u_prev - c_prev), atol=1e-6)
+        assert not torch.allclose(got[k][1], plain[k][1], atol=1e-4)
+
+
+def test_cache_spec_parsing():
+    assert CacheSpec.parse("off", 0.1) == CacheSpec()
+    assert CacheSpec.parse("teacache", DEFAULT_TEACACHE) == CacheSpec(teacache=DEFAULT_TEACACHE)
+    spec = CacheSpec.parse("teacache:0.05, cfg ,attn:3", 0.1)
+    assert spec == CacheSpec(teacache=0.05, cfg=True, attn=True, attn_interval=3)
+    assert CacheSpec.parse(spec.describe(), 0.1) == spec
+    with pytest.raises(ValueError, match="unknown cache mode 'fast'"):
+        CacheSpec.parse("cfg,fast", 0.1)
+    with pytest.raises(ValueError, match="bad value"):
+        CacheSpec.parse("teacache:abc", 0.1)
     with pytest.raises(ValueError, match=">= 0"):
-        apply_first_block_cache(model, -1.0)
+        CacheSpec(teacache=-1.0)
+
+
+def test_a_one_block_model_has_no_first_block_cache():
     one = WanModel(DiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=1, text_dim=16))
     with pytest.raises(ValueError, match="two blocks"):
-        apply_first_block_cache(one, 0.1)
+        apply_cache(one, CacheSpec(teacache=0.1))

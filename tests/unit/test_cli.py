@@ -91,9 +91,15 @@ def test_generate_on_a_random_checkpoint_writes_mp4_and_png(tmp_path, capsys):
     assert (
         main([*args, "--frame-num", "1", "--save-file", str(cached), "--cache-threshold", "0"]) == 0
     )
-    assert "0 of 4 model calls reused" in capsys.readouterr().err
-    assert read_metadata(cached)["cache_threshold"] == 0.0
+    assert "0 of 4 model calls reused another CFG branch, 100% of the DiT blocks ran" in (
+        capsys.readouterr().err
+    )
+    assert read_metadata(cached)["cache"] == "teacache:0"
     assert np.array_equal(np.asarray(Image.open(cached)), np.asarray(Image.open(png)))
+    assert main([*args, "--cache", "teacache:0.1", "--cache-threshold", "0.1"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main([*args, "--cache", "fast"]) == 2
+    assert "unknown cache mode 'fast'" in capsys.readouterr().err
     # an image: the TI2V first-frame path through the CLI
     Image.new("RGB", (40, 40), (200, 20, 20)).save(tmp_path / "red.png")
     img_out = tmp_path / "from_image.mp4"
@@ -114,3 +120,28 @@ def test_generate_on_a_random_checkpoint_writes_mp4_and_png(tmp_path, capsys):
     assert read_metadata(img_out)["image"].endswith("red.png")
     assert main([*args, "--image", str(tmp_path / "missing.png")]) == 2
     assert "image file not found" in capsys.readouterr().err
+
+
+def test_speed_switches_on_a_random_checkpoint(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from helpers.tiny_ckpt import write_checkpoints
+    from openwan.io.video import read_metadata
+
+    official, _ = write_checkpoints(tmp_path)
+    args = ["generate", "--ckpt-dir", str(official), "--prompt", "a red circle", "--size", "32*32",
+            "--sample-steps", "2", "--seed", "3", "--quiet", "--frame-num", "1"]  # fmt: skip
+    plain, fast = tmp_path / "p.png", tmp_path / "f.png"
+    assert main([*args, "--save-file", str(plain)]) == 0
+    capsys.readouterr()
+    speed = ["--cache", "teacache:0", "--offload", "block", "--vae-tiling", "--quant", "int8"]
+    assert main([*args, "--save-file", str(fast), *speed]) == 0
+    assert "100% of the DiT blocks ran" in capsys.readouterr().err
+    meta = read_metadata(fast)
+    assert meta["quant"] == "int8" and meta["offload"] == "block" and meta["vae_tiling"] is True
+    a, b = (np.asarray(Image.open(p), dtype=np.float64) for p in (plain, fast))
+    assert 0 < np.abs(a - b).mean() < 4.0  # int8 moves pixels a little, nothing else does
+    assert main([*args, "--quant", "fp8"]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+    assert main([*args, "--offload", "block", "--offload-model", "true"]) == 2

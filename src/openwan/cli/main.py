@@ -99,14 +99,6 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="move models to the CPU when idle (default: true on one GPU, false on CPU)",
     )
-    _flag(
-        p,
-        "cache_threshold",
-        type=float,
-        default=None,
-        help="first-block diffusion cache: skip the other DiT blocks at steps whose first-block "
-        "residual changed by less than this (e.g. 0.05; default: off)",
-    )
     _flag(p, "t5_cpu", action="store_true", help="run the text encoder on the CPU")
     _flag(p, "device", default=None, help="cpu or cuda[:N] (default: cuda if available)")
     _flag(
@@ -148,6 +140,9 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     _flag(p, "num_clip", type=int, default=None, help="s2v: at most this many clips")
     _flag(p, "infer_frames", type=int, default=None, help="s2v: frames per clip, 4n (80)")
     _flag(p, "start_from_ref", action="store_true", help="s2v: first frame = the reference image")
+    from openwan.cli.speed import add_speed_args
+
+    add_speed_args(p, _flag)
 
 
 def default_output_name(
@@ -203,6 +198,7 @@ def _generate(args: argparse.Namespace, session: Any) -> int:
     import torch
 
     from openwan.cli.s2v import is_s2v, reject_s2v_flags, run_s2v
+    from openwan.cli.speed import apply_speed_options, check_speed_args
     from openwan.configs.tasks import parse_size
     from openwan.io.video import save_image, save_video
     from openwan.pipelines.request import GenerationRequest
@@ -234,11 +230,9 @@ def _generate(args: argparse.Namespace, session: Any) -> int:
 
         sources = read_sources(*vace_inputs)  # unreadable / mismatched inputs fail here
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    offload = (
-        args.offload_model
-        if args.offload_model is not None
-        else device.type == "cuda" and session is None
-    )
+    offload = check_speed_args(args, device)
+    if session is not None and args.offload is None and args.offload_model is None:
+        offload = "none"  # parallel runs keep their (sharded) weights on the device
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, None: None}[args.dtype]
     request = GenerationRequest(
         prompt=args.prompt,
@@ -264,8 +258,8 @@ def _generate(args: argparse.Namespace, session: Any) -> int:
         task=args.task,
         device=device,
         dtype=dtype,
-        offload_model=offload,
-        t5_cpu=args.t5_cpu,
+        offload_model=offload != "none",
+        t5_cpu=args.t5_cpu or offload == "block",
     )
     vace_pipe = None
     if pipe.dit.config.is_vace or sources is not None:
@@ -276,16 +270,19 @@ def _generate(args: argparse.Namespace, session: Any) -> int:
         pipe = vace_pipe = as_vace(pipe)
     resolved = request.resolve(pipe.task)  # validate before any heavy work
     if session is not None:
-        session.apply(pipe, cache=args.cache_threshold is not None)
-    caches: list[Any] = []
-    if args.cache_threshold is not None:
-        from openwan.runtime.cache import apply_first_block_cache
-
-        caches = [
-            apply_first_block_cache(m, args.cache_threshold)
-            for m in (pipe.dit, pipe.dit_high)
-            if m is not None
+        speed = [
+            n
+            for n in ("quant", "compile", "offload")
+            if getattr(args, n) not in (None, False, "none")
         ]
+        if speed:
+            raise ValueError(
+                f"--{speed[0]} cannot be combined with --ulysses-size/--ring-size/--dit-fsdp yet"
+            )
+        session.apply(
+            pipe, cache=args.cache not in (None, "off") or args.cache_threshold is not None
+        )
+    caches = apply_speed_options(pipe, args, device)
     log.info("loaded %s in %.1fs", pipe.task.name, time.perf_counter() - t0)
 
     bar = None
@@ -325,12 +322,17 @@ def _generate(args: argparse.Namespace, session: Any) -> int:
     meta = {"openwan": __version__, **req.as_metadata()}
     if caches:
         calls = sum(c.stats.calls for c in caches)
-        skipped = sum(c.stats.skipped for c in caches)
+        reused = sum(c.stats.branches_reused for c in caches)
+        blocks = sum(c.stats.blocks_run for c in caches) / sum(c.stats.blocks_total for c in caches)
         print(
-            f"diffusion cache: {skipped} of {calls} model calls reused the deeper blocks",
+            f"diffusion cache: {reused} of {calls} model calls reused another CFG branch, "
+            f"{blocks:.0%} of the DiT blocks ran",
             file=sys.stderr,
         )
-        meta["cache_threshold"] = args.cache_threshold
+        meta["cache"] = caches[0].spec.describe()
+    for name in ("quant", "offload", "compile", "vae_tiling"):
+        if getattr(args, name) not in (None, False, "none"):
+            meta[name] = getattr(args, name)
     if image_task:
         from openwan.cli.image_tasks import input_metadata
 

@@ -53,10 +53,13 @@ def run_s2v(args: argparse.Namespace) -> int:
         )
     if args.prompt is None:
         raise ValueError("--prompt is required, e.g. --prompt 'a man talking to the camera'")
-    if args.cache_threshold is not None:
+    if args.cache_threshold is not None or getattr(args, "cache", None) not in (None, "off"):
         raise ValueError(
-            "--cache-threshold is not available for s2v (the audio injectors sit between blocks)"
+            "--cache is not available for s2v yet (the audio injectors sit between blocks)"
         )
+    for name in ("quant", "offload", "compile", "vae_tiling"):
+        if getattr(args, name, None) not in (None, False, "none"):
+            raise ValueError(f"--{name.replace('_', '-')} is not available for s2v yet")
     width, height = parse_size(args.size) if args.size else (1280, 720)
     request = S2VRequest(
         prompt=args.prompt,

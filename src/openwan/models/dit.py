@@ -34,9 +34,15 @@ IMAGE_TOKEN_DIM = 1280  # CLIP ViT-H/14 width
 FLF2V_IMAGE_TOKENS = 514  # 2 x 257 CLIP tokens
 
 
+def compute_dtype(layer: nn.Module) -> torch.dtype:
+    """The dtype a linear computes in: its weight's, unless a converted layer (e.g. int8) says."""
+    declared = getattr(layer, "compute_dtype", None)
+    return declared if isinstance(declared, torch.dtype) else layer.weight.dtype
+
+
 def in_weight_dtype(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """Run a Linear-first stack in its weight dtype (what bf16 autocast does in the official model)."""
-    return seq(x.to(seq[0].weight.dtype))
+    return seq(x.to(compute_dtype(seq[0])))
 
 
 def linear_fp32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -93,7 +99,7 @@ class WanSelfAttention(nn.Module):
         self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-        x = x.to(self.q.weight.dtype)
+        x = x.to(compute_dtype(self.q))
         q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))  # [B, L, H, D]
         k = self.norm_k(self.k(x)).unflatten(-1, (self.num_heads, -1))
         v = self.v(x).unflatten(-1, (self.num_heads, -1))
@@ -124,8 +130,8 @@ class WanCrossAttention(nn.Module):
             self.norm_k_img = RMSNorm(dim, eps) if qk_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, text_len: int) -> torch.Tensor:
-        x = x.to(self.q.weight.dtype)
-        context = context.to(self.q.weight.dtype)
+        x = x.to(compute_dtype(self.q))
+        context = context.to(compute_dtype(self.q))
         heads = self.num_heads
         q = self.norm_q(self.q(x)).unflatten(-1, (heads, -1))  # [B, L, H, D]
         text = context[:, -text_len:] if self.has_image else context

@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
+_PLAIN = (torch.Tensor, nn.Parameter)
+
+
 @functools.cache
 def _onednn_available() -> bool:
     return bool(torch.backends.mkldnn.is_available()) and hasattr(torch, "mkldnn_convolution")
@@ -27,6 +30,8 @@ def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
         return False
     if weight.dtype != x.dtype:
         return False
+    if type(weight) not in _PLAIN or type(x) not in _PLAIN:
+        return False  # tensor subclasses (e.g. torchao quantized weights) dispatch via F.*
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return False
     return _onednn_available()

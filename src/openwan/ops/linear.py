@@ -21,6 +21,9 @@ from torch import nn
 _FAST_DTYPES = (torch.float32, torch.bfloat16)
 
 
+_PLAIN = (torch.Tensor, nn.Parameter)
+
+
 @functools.cache
 def _onednn_available() -> bool:
     """oneDNN linear kernels present in this torch build (checked once, at first use)."""
@@ -32,6 +35,8 @@ def _onednn_available() -> bool:
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     if x.device.type != "cpu" or x.dtype not in _FAST_DTYPES or weight.dtype != x.dtype:
         return False
+    if type(weight) not in _PLAIN or type(x) not in _PLAIN:
+        return False  # tensor subclasses (e.g. torchao quantized weights) dispatch via F.*
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return False  # the oneDNN op has no autograd formula
     return _onednn_available()
@@ -72,5 +77,7 @@ class GeluFFN(nn.Sequential):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first, last = self[0], self[2]
-        return last(linear(x, first.weight, first.bias, gelu_tanh=True))
+        first, act, last = self[0], self[1], self[2]
+        if isinstance(first, nn.Linear):
+            return last(linear(x, first.weight, first.bias, gelu_tanh=True))
+        return last(act(first(x)))  # a converted layer (e.g. int8) runs its own GEMM

@@ -1,104 +1,260 @@
-"""First-block diffusion cache: skip the DiT's remaining blocks when a step changes little.
+"""Diffusion caches applied from outside the DiT: step skipping, attention reuse, CFG reuse.
 
-At every call the first block runs. Its residual (output minus input) is compared with the
-residual of the last call that ran in full; when the relative mean absolute change is below
-``threshold`` the other blocks are skipped and their cached residual is added instead
-(the first-block cache of ParaAttention / diffusers, a cousin of TeaCache). Conditional and
-unconditional CFG passes see different text, so each context keeps its own cache.
+``apply_cache(model, spec)`` returns a :class:`CachedDiT`, a denoiser with the model's call
+signature that composes the model's public seams (``embed`` -> blocks -> ``head`` ->
+``unpatchify``) and decides per call what to recompute. Any pipeline that calls the DiT as
+``model(x, t, [context], ...)`` can use it; the DiT itself knows nothing about caching.
 
-The model is changed from outside (``apply_first_block_cache`` returns a handle with ``stats``
-and ``remove()``); the DiT code itself knows nothing about caching.
+Three modes, combinable:
+
+- ``teacache`` (first-block cache, the TeaCache family): the first block always runs; when its
+  residual changed by less than ``threshold`` (relative mean absolute change against the residual
+  of the last call that ran every block), the other blocks are skipped and their cached residual
+  added instead. Threshold 0 never skips.
+- ``attn`` (the Wan report's attention cache): after ``warmup`` steps, the self- and cross-attention
+  outputs of every block are recomputed only every ``attn_interval`` steps and reused in between
+  (attention outputs of neighbouring steps are nearly equal); the FFNs still run.
+- ``cfg`` (the Wan report's CFG cache with residual compensation): in a CFG step the second
+  branch called with the same latent and timestep (the unconditional one in every Wan pipeline)
+  is recomputed only every ``cfg_interval`` steps after ``warmup``; in between it is estimated as
+  the first branch's fresh output plus the last measured difference between the branches.
+
+Branches (CFG conditional / unconditional) are told apart by their text embedding, each keeps
+its own state, and everything resets when the timestep goes up (a new generation).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
 from openwan.models.dit import WanModel
 
+MODES = ("teacache", "attn", "cfg")
+DEFAULT_TEACACHE = 0.2  # `--cache teacache`: 2.0x DiT at 31 dB on wan-tiny (bench_cache.py)
 
-@dataclass
-class _Branch:
-    first_residual: torch.Tensor | None = None  # of the last call that ran every block
-    rest_residual: torch.Tensor | None = None
-    last_t: float = float("inf")
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """What to cache. ``CacheSpec()`` caches nothing (the output equals the plain model's)."""
+
+    teacache: float | None = None  # first-block threshold; None = off
+    attn: bool = False
+    cfg: bool = False
+    attn_interval: int = 2  # recompute attention every this many steps
+    cfg_interval: int = 2  # recompute the second CFG branch every this many steps
+    warmup: int = 3  # steps that always run in full for attn / cfg (structure forms early)
+
+    def __post_init__(self) -> None:
+        if self.teacache is not None and self.teacache < 0:
+            raise ValueError(f"the teacache threshold must be >= 0, got {self.teacache}")
+        if self.attn_interval < 1 or self.cfg_interval < 1 or self.warmup < 0:
+            raise ValueError("cache intervals must be >= 1 and warmup >= 0")
+
+    @property
+    def enabled(self) -> bool:
+        return self.teacache is not None or self.attn or self.cfg
+
+    def describe(self) -> str:
+        """The ``--cache`` text that gives this spec back."""
+        parts = [f"teacache:{self.teacache:g}"] if self.teacache is not None else []
+        parts += [f"attn:{self.attn_interval}"] if self.attn else []
+        parts += [f"cfg:{self.cfg_interval}"] if self.cfg else []
+        return ",".join(parts) or "off"
+
+    @classmethod
+    def parse(cls, text: str, default_threshold: float) -> CacheSpec:
+        """``off`` or comma-separated ``teacache[:THRESHOLD]``, ``attn[:INTERVAL]``, ``cfg[:INTERVAL]``."""
+        fields: dict[str, Any] = {}
+        for part in (p.strip() for p in text.split(",")):
+            name, _, value = part.partition(":")
+            name = name.strip().lower()
+            if name == "off" and text.strip().lower() == "off":
+                return cls()
+            if name not in MODES:
+                raise ValueError(
+                    f"unknown cache mode {part!r}; use off or a comma list of "
+                    "teacache[:THRESHOLD], attn[:INTERVAL], cfg[:INTERVAL]"
+                )
+            try:
+                if name == "teacache":
+                    fields["teacache"] = float(value) if value else default_threshold
+                elif value:
+                    fields[f"{name}_interval"] = int(value)
+            except ValueError:
+                raise ValueError(f"bad value in cache mode {part!r}") from None
+            if name != "teacache":
+                fields[name] = True
+        return cls(**fields)
 
 
 @dataclass
 class CacheStats:
-    calls: int = 0
-    skipped: int = 0
-    changes: list[float] = field(default_factory=list)  # relative change seen at every call
+    calls: int = 0  # model calls
+    branches_reused: int = 0  # calls answered by the CFG cache without running the DiT
+    blocks_run: int = 0
+    blocks_total: int = 0
+    attn_run: int = 0  # attention modules computed (self + cross, per block)
+    attn_total: int = 0
+    changes: list[float] = field(default_factory=list)  # teacache: relative change per call
 
     @property
     def block_fraction(self) -> float:
-        """Fraction of transformer blocks actually run (1.0 without skips)."""
-        return 1.0 if not self.calls else 1.0 - self.skipped / self.calls
+        """Fraction of transformer blocks actually run (1.0 without any reuse)."""
+        return 1.0 if not self.blocks_total else self.blocks_run / self.blocks_total
 
 
-class FirstBlockCache:
-    def __init__(self, model: WanModel, threshold: float) -> None:
-        if threshold < 0:
-            raise ValueError(f"the cache threshold must be >= 0, got {threshold}")
-        if len(model.blocks) < 2:
+@dataclass
+class _Branch:
+    step: int = -1  # steps seen in this generation, minus one
+    last_t: float = float("inf")
+    first_residual: torch.Tensor | None = None  # teacache: of the last call that ran every block
+    rest_residual: torch.Tensor | None = None
+    delta: torch.Tensor | None = None  # cfg: this branch minus the lead branch, last measured
+
+
+class _Reusable(nn.Module):
+    """Wraps an attention module; the owning :class:`CachedDiT` says when to reuse its output."""
+
+    def __init__(self, inner: nn.Module, stats: CacheStats) -> None:
+        super().__init__()
+        self.inner, self.stats = inner, stats
+        self.saved: dict[tuple[Any, ...], torch.Tensor] = {}  # last output per CFG branch
+        self.key: tuple[Any, ...] = ()  # the branch of the current call
+        self.reuse = False
+
+    def forward(self, *args: Any) -> torch.Tensor:
+        self.stats.attn_total += 1
+        if self.reuse and self.key in self.saved:
+            return self.saved[self.key]
+        out = self.inner(*args)
+        self.stats.attn_run += 1
+        self.saved[self.key] = out
+        return out
+
+
+def _fingerprint(t: torch.Tensor, x: torch.Tensor) -> tuple[Any, ...]:
+    # the same solver state seen by two CFG branches: same latent storage, shape and timestep
+    return (x.data_ptr(), x._version, tuple(x.shape), tuple(t.reshape(-1)[:1].tolist()))
+
+
+class CachedDiT(nn.Module):
+    """A DiT with a diffusion cache; call it like the model. ``remove()`` gives the model back."""
+
+    def __init__(self, model: WanModel, spec: CacheSpec) -> None:
+        super().__init__()
+        if spec.teacache is not None and len(model.blocks) < 2:
             raise ValueError("a first-block cache needs a model with at least two blocks")
         if model.config.is_vace:
             # VACE blocks add context hints between blocks; the cached residual would drop them
-            raise ValueError(
-                "the first-block cache (--cache-threshold) does not support VACE models yet"
-            )
-        self.model, self.threshold = model, threshold
+            raise ValueError("the diffusion cache (--cache) does not support VACE models yet")
+        self.model = model
+        self.config = model.config
+        self.spec = spec
         self.stats = CacheStats()
         self._branches: dict[tuple[Any, ...], _Branch] = {}
-        self._t = 0.0
-        model.forward = self._forward  # type: ignore[method-assign]
-        model.run_blocks = self._run_blocks  # type: ignore[method-assign]
+        self._lead: tuple[tuple[Any, ...], torch.Tensor] | None = None  # (fingerprint, output)
+        self._attn: list[_Reusable] = []
+        if spec.attn:
+            for block in model.blocks:
+                for name in ("self_attn", "cross_attn"):
+                    wrapper = _Reusable(getattr(block, name), self.stats)
+                    setattr(block, name, wrapper)  # a module swap, undone by remove()
+                    self._attn.append(wrapper)
 
     def remove(self) -> WanModel:
-        """Restore the plain model."""
-        del self.model.forward, self.model.run_blocks
+        """Restore the plain model (attention modules unwrapped)."""
+        for block in self.model.blocks:
+            for name in ("self_attn", "cross_attn"):
+                module = getattr(block, name)
+                if isinstance(module, _Reusable):
+                    setattr(block, name, module.inner)
+        self._attn.clear()
         return self.model
 
-    def reset(self) -> None:
-        self._branches.clear()
+    def _branch(self, context: torch.Tensor, x: torch.Tensor, t: float) -> _Branch:
+        # which CFG branch: the embedded text is a cheap, exact fingerprint
+        key = (tuple(x.shape), tuple(context.shape), float(context[:, :4].double().sum()))
+        branch = self._branches.setdefault(key, _Branch())
+        if t > branch.last_t:  # time went up: a new generation
+            self._branches[key] = branch = _Branch()
+            for wrapper in self._attn:
+                wrapper.saved.pop(key, None)
+        if t != branch.last_t:
+            branch.step += 1
+        branch.last_t = t
+        for wrapper in self._attn:
+            wrapper.key = key
+        return branch
 
-    def _forward(self, x: torch.Tensor, t: torch.Tensor, context: Any, **kw: Any) -> torch.Tensor:
-        self._t = float(t.max())
-        return type(self.model).forward(self.model, x, t, context, **kw)
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, context: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        model, spec = self.model, self.spec
+        self.stats.calls += 1
+        fp = _fingerprint(t, x)
+        lead = self._lead if self._lead is not None and self._lead[0] == fp else None
+        tokens, e, e0, ctx, layout = model.embed(x, t, context, **kwargs)
+        branch = self._branch(ctx, x, float(t.max()))
+        reuse_branch = spec.cfg and self._reuses(branch, spec.cfg_interval)
+        if lead is not None and branch.delta is not None and reuse_branch:
+            self.stats.branches_reused += 1
+            self.stats.blocks_total += len(model.blocks)
+            return lead[1] + branch.delta
+        with self._attention_reuse(spec.attn and self._reuses(branch, spec.attn_interval)):
+            tokens = self._run_blocks(branch, tokens, e0, ctx, layout)
+        out = model.unpatchify(model.head(tokens, e), layout.grid)
+        if lead is None:
+            self._lead = (fp, out)
+        elif spec.cfg:
+            branch.delta = out - lead[1]
+        return out
 
-    @staticmethod
-    def _key(context: torch.Tensor, x: torch.Tensor) -> tuple[Any, ...]:
-        # which CFG branch: the (embedded) text is a cheap, exact fingerprint
-        return (tuple(x.shape), tuple(context.shape), float(context[:, :4].double().sum()))
+    def _reuses(self, branch: _Branch, interval: int) -> bool:
+        """After warm-up, steps reuse except every ``interval``-th one, which recomputes."""
+        k = branch.step - self.spec.warmup
+        return k >= 0 and (k + 1) % interval != 0
+
+    @contextmanager
+    def _attention_reuse(self, reuse: bool) -> Iterator[None]:
+        for wrapper in self._attn:
+            wrapper.reuse = reuse
+        try:
+            yield
+        finally:
+            for wrapper in self._attn:
+                wrapper.reuse = False
 
     def _run_blocks(
-        self, x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor, layout: Any
+        self, branch: _Branch, x: torch.Tensor, e0: torch.Tensor, ctx: torch.Tensor, layout: Any
     ) -> torch.Tensor:
-        blocks = self.model.blocks
-        branch = self._branches.setdefault(self._key(context, x), _Branch())
-        if self._t > branch.last_t:  # time went up: a new generation
-            branch.first_residual = branch.rest_residual = None
-        branch.last_t = self._t
-        h = blocks[0](x, e0, context, layout)
+        blocks, threshold = self.model.blocks, self.spec.teacache
+        self.stats.blocks_total += len(blocks)
+        if threshold is None:
+            self.stats.blocks_run += len(blocks)
+            return self.model.run_blocks(x, e0, ctx, layout)
+        h = blocks[0](x, e0, ctx, layout)
+        self.stats.blocks_run += 1
         first = h - x
-        self.stats.calls += 1
         if branch.first_residual is not None and branch.rest_residual is not None:
             prev = branch.first_residual
             change = float((first - prev).abs().mean() / prev.abs().mean().clamp_min(1e-12))
             self.stats.changes.append(change)
-            if change < self.threshold:
-                self.stats.skipped += 1
+            if change < threshold:
                 return h + branch.rest_residual
         out = h
         for block in blocks[1:]:
-            out = block(out, e0, context, layout)
+            out = block(out, e0, ctx, layout)
+        self.stats.blocks_run += len(blocks) - 1
         branch.first_residual, branch.rest_residual = first, out - h
         return out
 
 
-def apply_first_block_cache(model: WanModel, threshold: float = 0.05) -> FirstBlockCache:
-    """Cache ``model`` in place; ``threshold`` 0 never skips (same output as without the cache)."""
-    return FirstBlockCache(model, threshold)
+def apply_cache(model: WanModel, spec: CacheSpec) -> CachedDiT:
+    """Wrap ``model`` in a diffusion cache; ``CacheSpec(teacache=0.0)`` equals the plain model."""
+    return CachedDiT(model, spec)

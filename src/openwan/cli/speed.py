@@ -1,0 +1,95 @@
+"""``openwan generate`` speed / memory switches: --cache, --quant, --offload, --compile, --vae-tiling.
+
+Each maps to one ``runtime.apply_*`` call on the loaded pipeline, in a fixed order: quantize the
+DiT, compile its blocks, wrap it in a cache, stream its blocks, tile the VAE decode.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+
+def add_speed_args(p: argparse.ArgumentParser, flag: Any) -> None:
+    flag(
+        p,
+        "cache",
+        default=None,
+        help="diffusion cache: off or a comma list of teacache[:THRESHOLD] (skip the deeper DiT "
+        "blocks at steps that change little), attn[:INTERVAL] (reuse attention outputs between "
+        "steps), cfg[:INTERVAL] (reuse the unconditional branch with residual compensation), "
+        "e.g. teacache,cfg (default: off)",
+    )
+    flag(p, "cache_threshold", type=float, default=None, help="same as --cache teacache:THRESHOLD")
+    flag(
+        p,
+        "quant",
+        default="none",
+        choices=["none", "int8", "fp8"],
+        help="quantize the DiT block linears: int8 (dynamic, CPU/GPU) or fp8 (GPUs with "
+        "compute capability >= 8.9, needs torchao)",
+    )
+    flag(
+        p,
+        "offload",
+        default=None,
+        choices=["none", "model", "block"],
+        help="model: models on the CPU when idle (official --offload_model); block: also "
+        "stream DiT blocks to the device one at a time with prefetch, umT5 on the CPU "
+        "(default: from --offload-model)",
+    )
+    flag(p, "compile", action="store_true", help="torch.compile the DiT blocks (regional)")
+    flag(p, "vae_tiling", action="store_true", help="decode the video in blended spatial tiles")
+
+
+def check_speed_args(args: argparse.Namespace, device: torch.device) -> str:
+    """Refuse bad combinations before any model is loaded; returns the offload mode."""
+    from openwan.runtime.cache import DEFAULT_TEACACHE, CacheSpec
+
+    if args.cache is not None and args.cache_threshold is not None:
+        raise ValueError("give either --cache or --cache-threshold, not both")
+    CacheSpec.parse(args.cache or "off", DEFAULT_TEACACHE)
+    if args.compile and args.offload == "block":
+        # the offload hooks re-point weights between calls, which compiled graphs do not allow
+        raise ValueError("--compile does not work with --offload block yet; use --offload model")
+    if args.offload is not None:
+        if args.offload_model is not None:
+            raise ValueError("give either --offload or --offload-model, not both")
+        return str(args.offload)
+    on = args.offload_model if args.offload_model is not None else device.type == "cuda"
+    return "model" if on else "none"
+
+
+def apply_speed_options(pipe: Any, args: argparse.Namespace, device: torch.device) -> list[Any]:
+    """Apply the switches to a loaded pipeline; returns the cache wrappers (for their stats)."""
+    from openwan.runtime.cache import DEFAULT_TEACACHE, CacheSpec, apply_cache
+    from openwan.runtime.compile import apply_compile
+    from openwan.runtime.offload import apply_block_offload
+    from openwan.runtime.quant import apply_quant
+    from openwan.runtime.vae_tiling import apply_vae_tiling
+
+    text = args.cache or "off"
+    if args.cache_threshold is not None:
+        text = f"teacache:{args.cache_threshold}"
+    spec = CacheSpec.parse(text, DEFAULT_TEACACHE)
+    caches = []
+    for attr in ("dit", "dit_high"):
+        model = getattr(pipe, attr)
+        if model is None:
+            continue
+        apply_quant(model, args.quant, device=device)
+        if args.compile:
+            apply_compile(model)
+        denoiser = model
+        if spec.enabled:
+            denoiser = apply_cache(model, spec)
+            caches.append(denoiser)
+        if args.offload == "block":
+            denoiser = apply_block_offload(model, device, denoiser=denoiser)
+        setattr(pipe, attr, denoiser)
+    if args.vae_tiling:
+        pipe.vae = apply_vae_tiling(pipe.vae)
+    return caches

@@ -1,0 +1,40 @@
+"""Fidelity metrics between two videos: PSNR and SSIM (Wang et al. 2004, 11x11 Gaussian, sigma 1.5)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_C1, _C2 = 0.01**2, 0.03**2  # SSIM stabilisers for a data range of 1
+
+
+def _check(a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.shape != b.shape or a.ndim != 4 or a.shape[0] != 3:
+        raise ValueError(f"expected two videos [3, F, H, W] of one shape, got {a.shape}, {b.shape}")
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of videos ``[3, F, H, W]`` in [-1, 1] (data range 2); inf when equal."""
+    _check(a, b)
+    mse = float(((a.double() - b.double()) / 2).pow(2).mean())
+    return float("inf") if mse == 0 else -10.0 * torch.log10(torch.tensor(mse)).item()
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> float:
+    """Mean SSIM over frames and channels of videos ``[3, F, H, W]`` in [-1, 1]."""
+    _check(a, b)
+    x = ((a.double() + 1) / 2).transpose(0, 1).flatten(0, 1)[:, None]  # [F*3, 1, H, W] in [0, 1]
+    y = ((b.double() + 1) / 2).transpose(0, 1).flatten(0, 1)[:, None]
+    size = min(window, x.shape[-1], x.shape[-2])
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(r**2) / (2 * sigma**2))
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None, :])[None, None]  # [1, 1, k, k]
+
+    def blur(z: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(z, kernel)  # valid windows only, as the reference implementation
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    s = ((2 * mx * my + _C1) * (2 * cxy + _C2)) / ((mx**2 + my**2 + _C1) * (vx + vy + _C2))
+    return float(s.mean())

@@ -1,0 +1,61 @@
+"""Block offload streams blocks in order with a one-block prefetch and changes no value;
+regional compile matches eager, and falls back (saying why) when the compiler cannot run."""
+
+import pytest
+import torch
+
+from helpers.random_weights import randomize_
+from openwan.configs.dit import DiTConfig
+from openwan.models.dit import WanModel
+from openwan.runtime.compile import apply_compile, compile_unavailable
+from openwan.runtime.offload import apply_block_offload
+
+CFG = DiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=3, text_dim=16, text_len=32)
+
+
+def model_and_inputs():
+    model = randomize_(WanModel(CFG).eval(), seed=1, scale=0.1)
+    g = torch.Generator().manual_seed(2)
+    return model, (
+        torch.randn(1, 16, 2, 4, 4, generator=g),
+        torch.tensor([600.0]),
+        [torch.randn(5, 16, generator=g)],
+    )
+
+
+@torch.no_grad()
+def test_block_offload_prefetches_the_next_block_and_keeps_the_output():
+    model, args = model_and_inputs()
+    ref = model(*args)
+    offload = apply_block_offload(model, "cpu")
+    assert offload.to("meta") is offload  # placement belongs to the offloader
+    assert torch.equal(offload(*args), ref)
+    assert offload.events == [
+        ("load", 0), ("load", 1), ("evict", 0), ("load", 2), ("evict", 1), ("evict", 2),
+    ]  # fmt: skip
+    offload.events.clear()
+    offload(*args)
+    assert [e for e in offload.events if e[0] == "load"] == [("load", 0), ("load", 1), ("load", 2)]
+    assert offload.remove() is model
+    offload.events.clear()
+    assert torch.equal(model(*args), ref) and offload.events == []
+
+
+@pytest.mark.skipif(
+    compile_unavailable("aot_eager") is not None, reason="torch.compile unavailable"
+)
+@torch.no_grad()
+def test_regional_compile_matches_eager():
+    model, args = model_and_inputs()
+    ref = model(*args)
+    assert apply_compile(model, backend="aot_eager") is None
+    assert all(b._compiled_call_impl is not None for b in model.blocks)
+    assert torch.allclose(model(*args), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_compile_falls_back_with_the_reason(caplog):
+    model, _ = model_and_inputs()
+    reason = apply_compile(model, backend="no-such-backend")
+    assert reason is not None and "no-such-backend" in reason
+    assert all(b._compiled_call_impl is None for b in model.blocks)
+    assert "staying eager" in caplog.text
