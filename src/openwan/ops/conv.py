@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 _PLAIN = (torch.Tensor, nn.Parameter)
 
 
