@@ -152,7 +152,9 @@ class CachedDiT(nn.Module):
             raise ValueError("a first-block cache needs a model with at least two blocks")
         if model.config.is_vace:
             # VACE blocks add context hints between blocks; the cached residual would drop them
-            raise ValueError("the diffusion cache (--cache) does not support VACE models yet")
+            raise ValueError(
+                "the diffusion cache (--cache, --cache-threshold) does not support VACE models yet"
+            )
         self.model = model
         self.config = model.config
         self.spec = spec
