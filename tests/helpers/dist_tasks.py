@@ -4,96 +4,58 @@ Rank 0 writes the measured relative errors to ``out``; the test asserts in the p
 """
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from helpers.dist_workers import T2V, _call
 from helpers.random_weights import randomize_, rel_err
-from openwan.configs.dit import DiTConfig
-from openwan.configs.s2v import S2VConfig
-from openwan.models.s2v import WanModelS2V
 from openwan.models.vace import VaceWanModel
+from openwan.pipelines.s2v import ClipParts
 from openwan.runtime.parallel import (
     ContextParallelVace,
     ParallelPlan,
-    apply_context_parallel,
-    apply_fsdp_dit,
     build_mesh,
 )
-
-VACE = T2V.replace(vace_layers=(0, 1), vace_in_dim=96)  # a hint after each of the 2 blocks
-# 2 heads: Ulysses 2 (alone or x Ring 2) leaves one head per rank
-S2V = S2VConfig(
-    dit=DiTConfig(model_type="s2v", dim=32, ffn_dim=48, num_heads=2, num_layers=2, text_dim=16),
-    audio_dim=8,
-    audio_inject_layers=(0, 1),
-)
+from openwan.runtime.parallel.session import RankZeroParts
 
 
-def vace_inputs(seed: int = 0) -> list[dict]:
-    """27 video tokens (3 x 3 x 3, not a multiple of 2 or 4); with seq_len padding; per-token t."""
-    g = torch.Generator().manual_seed(seed)
-    ctx = [torch.randn(5, 16, generator=g), torch.randn(7, 16, generator=g)]
-    x = torch.randn(2, 16, 3, 6, 6, generator=g)
-    vace = torch.randn(2, 96, 3, 6, 6, generator=g)
-    base = {"x": x, "context": ctx, "vace_context": vace}
-    return [
-        {**base, "t": torch.tensor([300.0, 901.5]), "vace_context_scale": 0.7},
-        {**base, "t": torch.tensor([10.0, 500.0]), "seq_len": 30},
-        {**base, "t": torch.rand(2, 27, generator=g) * 1000},
-    ]
+def generations(rank: int, world: int, out: str, s2v: dict) -> None:
+    """A tiny VACE generation under Ring 2 vs one process (rel. error to ``out``); an S2V run
+    under a Ring-2 + FSDP session that keeps its clip latents (``s2v_clip_latents``); then the
+    ``openwan`` command line ``s2v["cli"]`` (last: the CLI closes the process group)."""
+    from openwan.cli.main import main
+    from openwan.runtime.parallel.session import ParallelSession
 
-
-def s2v_inputs(seed: int = 0) -> list[dict]:
-    """Latent 8 x 8 (4 x 4 = 16 tokens per frame): 3 frames + reference + 24 motion tokens = 88
-    (shards of 44 / 22 start mid-frame, the noisy/reference boundary 48 falls inside a shard);
-    and without motion at latent 6 x 6 (9 tokens per frame): 2 frames + reference = 27 tokens,
-    not a multiple of 2 or 4 (FramePack needs multiples of 8, so only this case pads)."""
-    g = torch.Generator().manual_seed(seed)
-    ctx = [torch.randn(5, 16, generator=g), torch.randn(7, 16, generator=g)]
-    cases = []
-    for frames, side, drop in ((3, 8, False), (2, 6, True)):
-        cases.append(
-            {
-                "x": torch.randn(2, 16, frames, side, side, generator=g),
-                "t": torch.tensor([300.0, 901.5]),
-                "context": ctx,
-                "ref_latents": torch.randn(2, 16, 1, side, side, generator=g),
-                "motion_latents": torch.randn(2, 16, 5, side, side, generator=g),
-                "cond_states": torch.randn(2, 16, frames, side, side, generator=g),
-                "audio_input": torch.randn(2, 25, 8, 4 * frames, generator=g),
-                "drop_motion_frames": drop,
-            }
-        )
-    return cases
-
-
-def _models():
-    return (
-        ("vace", lambda: randomize_(VaceWanModel(VACE), seed=1, scale=0.2).eval(), vace_inputs()),
-        ("s2v", lambda: randomize_(WanModelS2V(S2V), seed=2, scale=0.2).eval(), s2v_inputs()),
-    )
-
-
-def task_layouts(rank: int, world: int, layouts: list[dict], out: str) -> None:
-    """Every layout x {VACE, S2V} x cases against the same model on one process (fp32)."""
-    errors: dict[str, float] = {}
-    for name, make, cases in _models():
-        refs = [_call(make(), c, "cpu") for c in cases]
-        for lay in layouts:
-            plan = ParallelPlan(ulysses=lay.get("ulysses", 1), ring=lay.get("ring", 1))
-            mesh = build_mesh(plan, "cpu")
-            model = apply_context_parallel(make(), mesh)
-            if lay.get("fsdp"):
-                apply_fsdp_dit(model, mesh.world)
-            key = f"{name} " + " ".join(f"{k}={v}" for k, v in lay.items())
-            errors[key] = max(rel_err(_call(model, c, "cpu"), r) for c, r in zip(cases, refs))
-    if world == 2:
-        errors["vace generate ring=2"] = _vace_generation()
+    generation = _vace_generation()
     if rank == 0:
-        Path(out).write_text(json.dumps(errors, indent=1))
+        Path(out).write_text(json.dumps({"vace generate ring=2": generation}))
+    session = ParallelSession(build_mesh(ParallelPlan(ring=2), "cpu"), dit_fsdp=True)
+    s2v_clip_latents(s2v["ckpt"], s2v["request"], s2v["out"], session)
+    if main(s2v["cli"]) != 0:
+        raise RuntimeError(f"openwan {' '.join(s2v['cli'])} failed on rank {rank}")
+
+
+class _KeptParts(ClipParts):
+    def remove(self) -> None:  # keep the clip latents: the exact result, before the lossy mp4
+        pass
+
+
+class _KeptRankZeroParts(RankZeroParts):
+    def remove(self) -> None:
+        pass
+
+
+def s2v_clip_latents(ckpt: str, request: dict, out: str, session=None) -> None:
+    """Run WanS2V to ``out`` (mp4) and keep ``<out>.parts/`` with every clip's latent."""
+    from openwan.pipelines.s2v import S2VRequest, WanS2V
+
+    pipe = WanS2V.from_pretrained(ckpt, device="cpu")
+    pipe.parts_factory = _KeptParts
+    if session is not None:
+        session.apply(pipe)
+        pipe.parts_factory = partial(_KeptRankZeroParts, session=session)
+    pipe.generate(S2VRequest(**request), out)
 
 
 def _vace_generation() -> float:
