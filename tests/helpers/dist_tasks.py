@@ -8,6 +8,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch.distributed as dist
 
 from helpers.random_weights import randomize_, rel_err
 from openwan.models.vace import VaceWanModel
@@ -28,10 +29,14 @@ def generations(rank: int, world: int, out: str, s2v: dict) -> None:
     from openwan.runtime.parallel.session import ParallelSession
 
     generation = _vace_generation()
-    if rank == 0:
-        Path(out).write_text(json.dumps({"vace generate ring=2": generation}))
     session = ParallelSession(build_mesh(ParallelPlan(ring=2), "cpu"), dit_fsdp=True)
     s2v_clip_latents(s2v["ckpt"], s2v["request"], s2v["out"], session)
+    # a rerun finds every clip in rank 0's store: no rank samples again (nor hangs)
+    resumed = s2v_clip_latents(s2v["ckpt"], s2v["request"], s2v["out"], session)
+    steps: list = [None] * world
+    dist.all_gather_object(steps, resumed)
+    if rank == 0:
+        Path(out).write_text(json.dumps({"vace": generation, "resumed_steps": steps}))
     if main(s2v["cli"]) != 0:
         raise RuntimeError(f"openwan {' '.join(s2v['cli'])} failed on rank {rank}")
 
@@ -46,8 +51,9 @@ class _KeptRankZeroParts(RankZeroParts):
         pass
 
 
-def s2v_clip_latents(ckpt: str, request: dict, out: str, session=None) -> None:
-    """Run WanS2V to ``out`` (mp4) and keep ``<out>.parts/`` with every clip's latent."""
+def s2v_clip_latents(ckpt: str, request: dict, out: str, session=None) -> int:
+    """Run WanS2V to ``out`` (mp4) and keep ``<out>.parts/`` with every clip's latent; returns
+    the number of denoising steps run (0 when every clip was already stored)."""
     from openwan.pipelines.s2v import S2VRequest, WanS2V
 
     pipe = WanS2V.from_pretrained(ckpt, device="cpu")
@@ -55,7 +61,9 @@ def s2v_clip_latents(ckpt: str, request: dict, out: str, session=None) -> None:
     if session is not None:
         session.apply(pipe)
         pipe.parts_factory = partial(_KeptRankZeroParts, session=session)
-    pipe.generate(S2VRequest(**request), out)
+    steps = []
+    pipe.generate(S2VRequest(**request), out, callback=lambda i, n: steps.append(i))
+    return len(steps)
 
 
 def _vace_generation() -> float:
