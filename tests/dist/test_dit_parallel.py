@@ -21,7 +21,7 @@ def _errors(tmp_path, world, layouts):
 
 def test_two_processes_ulysses_ring_fsdp(tmp_path):
     errors = _errors(tmp_path, 2, [{"ulysses": 2}, {"ring": 2}, {"fsdp": True}])
-    assert len(errors) == 6  # {t2v, i2v} x 3 layouts, each max over 3 input cases
+    assert len(errors) == 12  # {t2v, i2v, vace, s2v} x 3 layouts, each max over its input cases
     assert max(errors.values()) < TOL, errors
 
 
@@ -33,7 +33,7 @@ def test_four_processes_2d_cp_and_fsdp_x_cp(tmp_path):
         {"ulysses": 2, "fsdp": True},  # data parallel 2 x Ulysses 2, parameters over all 4
     ]
     errors = _errors(tmp_path, 4, layouts)
-    assert len(errors) == 8
+    assert len(errors) == 16  # {t2v, i2v, vace, s2v} x 4 layouts
     assert max(errors.values()) < TOL, errors
 
 

@@ -205,9 +205,7 @@ def _generate(args: argparse.Namespace, session: Any) -> int:
     from openwan.pipelines.t2v import WanT2V
 
     if is_s2v(args):
-        if session is not None:
-            raise ValueError("s2v does not run with --ulysses-size/--ring-size/--dit-fsdp yet")
-        return run_s2v(args)
+        return run_s2v(args, session)
     reject_s2v_flags(args)
     if args.save_file:
         if session is None:

@@ -16,6 +16,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 S2V_TASKS = ("s2v-14B",)
 S2V_ONLY_FLAGS = ("audio", "pose_video", "num_clip", "infer_frames")
@@ -32,7 +33,9 @@ def reject_s2v_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"{', '.join(given)} only apply to --task {S2V_TASKS[0]}")
 
 
-def run_s2v(args: argparse.Namespace) -> int:
+def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
+    """Run under a :class:`~openwan.runtime.parallel.session.ParallelSession` when given
+    (torchrun with --ulysses-size/--ring-size/--dit-fsdp/--t5-fsdp)."""
     import torch
 
     from openwan import __version__
@@ -87,7 +90,10 @@ def run_s2v(args: argparse.Namespace) -> int:
     out = Path(args.save_file or f"{args.task}_{slug}_{request.seed}.mp4")
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--save_file must end in .mp4 (video with sound), got {out.name}")
-    check_writable(out)
+    if session is None:
+        check_writable(out)
+    else:
+        session.agree(lambda: check_writable(out))
     # unreadable inputs fail before any model is loaded
     read_audio(request.audio)
     load_image(request.image)
@@ -99,6 +105,8 @@ def run_s2v(args: argparse.Namespace) -> int:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, None: None}[args.dtype]
     t0 = time.perf_counter()
     pipe = WanS2V.from_pretrained(args.ckpt_dir, device=device, dtype=dtype)
+    if session is not None:
+        session.apply(pipe)
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -119,6 +127,8 @@ def run_s2v(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if session is not None and not session.rank0:
+        return 0  # rank 0 wrote the file
     print(
         f"saved {out} (seed {request.seed}, openwan {__version__}, {time.perf_counter() - t0:.1f}s)"
     )

@@ -47,6 +47,9 @@ class S2VLayout(TokenLayout):
 
     audio_local: torch.Tensor | None = None  # [B, T, num_audio_token + 1, dim]
     audio_global: torch.Tensor | None = None  # [B, T, 1, dim]
+    # index of the block input's first row among the noisy tokens: 0 for the whole sequence; a
+    # runtime that hands the blocks a window of it (context parallelism) sets where it starts
+    video_offset: int = 0
 
 
 def _layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -151,16 +154,27 @@ class AudioInjector(nn.Module):
         """Add injector ``index``'s output to the noisy tokens of x ``[B, L, dim]``.
 
         Segment-wise attention: the tokens of latent frame t attend only to the audio tokens of
-        frame t (frames are folded into the batch).
+        frame t (frames are folded into the batch). x may be a window of the sequence that starts
+        or ends mid-frame (``layout.video_offset``): its partial frames are zero-padded to whole
+        ones and the padding rows dropped again; rows are independent (a per-row norm, per-query
+        attention), so the real rows are unchanged by it.
         """
         local, glob, n = layout.audio_local, layout.audio_global, layout.split
         assert local is not None and glob is not None and n is not None
-        b, frames = local.shape[:2]
-        h = x[:, :n].reshape(b * frames, n // frames, x.shape[-1])  # [B*T, h*w, dim]
-        h = self.injector_adain_layers[index](h, glob.flatten(0, 1)[:, 0])
-        audio = local.flatten(0, 1)  # [B*T, n_audio, dim]
-        out = self.injector[index](h, audio, audio.shape[1]).float()  # [B*T, h*w, dim]
-        return torch.cat([x[:, :n] + out.reshape(b, n, -1), x[:, n:]], dim=1)
+        if n == 0:  # a window without noisy tokens
+            return x
+        b, hw = x.shape[0], layout.grid[1] * layout.grid[2]
+        lead, first = layout.video_offset % hw, layout.video_offset // hw
+        frames = -(-(lead + n) // hw)  # the latent frames the window touches
+        h = F.pad(x[:, :n], (0, 0, lead, frames * hw - lead - n))  # [B, frames*hw, dim]
+        h = h.reshape(b * frames, hw, x.shape[-1])  # [B*frames, h*w, dim]
+        h = self.injector_adain_layers[index](
+            h, glob[:, first : first + frames].flatten(0, 1)[:, 0]
+        )
+        audio = local[:, first : first + frames].flatten(0, 1)  # [B*frames, n_audio, dim]
+        out = self.injector[index](h, audio, audio.shape[1]).float()  # [B*frames, h*w, dim]
+        out = out.reshape(b, frames * hw, -1)[:, lead : lead + n]  # [B, n, dim]
+        return torch.cat([x[:, :n] + out, x[:, n:]], dim=1)
 
 
 # ----------------------------------------------------------------------------- FramePack

@@ -77,6 +77,14 @@ class VaceWanModel(WanModel):
         layout: TokenLayout,
     ) -> list[torch.Tensor]:
         """Run the context stack; one hint ``[B, S, dim]`` per VACE block (all before the main stack)."""
+        c = self.embed_vace(tokens, vace_context, layout)
+        return self.run_vace_blocks(c, tokens, e0, context, layout)
+
+    def embed_vace(
+        self, tokens: torch.Tensor, vace_context: torch.Tensor, layout: TokenLayout
+    ) -> torch.Tensor:
+        """``vace_context`` ``[B, vace_in_dim, F, H, W]`` -> context tokens fp32 shaped like the
+        embedded ``tokens`` ``[B, S, dim]``: one per video token, zero tokens up to ``seq_len``."""
         cfg = self.config
         want = (
             tokens.shape[0],
@@ -91,7 +99,18 @@ class VaceWanModel(WanModel):
         w = self.vace_patch_embedding.weight
         c = self.vace_patch_embedding(vace_context.to(w.dtype))  # [B, dim, f, h, w]
         c = c.flatten(2).transpose(1, 2).float()  # [B, f*h*w, dim]
-        c = F.pad(c, (0, 0, 0, tokens.shape[1] - c.shape[1]))  # zero tokens up to seq_len, as x
+        return F.pad(c, (0, 0, 0, tokens.shape[1] - c.shape[1]))
+
+    def run_vace_blocks(
+        self,
+        c: torch.Tensor,
+        tokens: torch.Tensor,
+        e0: torch.Tensor,
+        context: torch.Tensor,
+        layout: TokenLayout,
+    ) -> list[torch.Tensor]:
+        """The context stack on context tokens ``c`` aligned row for row with ``tokens`` (the whole
+        sequence, or one shard of both with the layout of that shard)."""
         hints = []
         for block in self.vace_blocks:
             c, hint = block(c, tokens, e0, context, layout)

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -51,6 +51,14 @@ S2V_NEGATIVE_PROMPT = (
     "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
 WAV2VEC_DIR = "wav2vec2-large-xlsr-53-english"
+
+
+class AudioFeatures(Protocol):
+    """What the pipeline needs of the audio encoder (:class:`Wav2Vec2Features`)."""
+
+    def features(self, wave: np.ndarray) -> torch.Tensor: ...
+
+
 ClipCallback = Callable[[int, int], None]  # (finished clip index, number of clips)
 
 
@@ -144,7 +152,7 @@ class WanS2V:
         dit: WanModelS2V,
         vae: nn.Module,
         text_encoder: nn.Module,
-        audio_encoder: Wav2Vec2Features,
+        audio_encoder: AudioFeatures,
         *,
         device: str | torch.device = "cpu",
     ) -> None:
@@ -154,6 +162,9 @@ class WanS2V:
         self.audio_encoder = audio_encoder
         self.device = torch.device(device)
         self.model_id = ""  # the checkpoint folder, when loaded from one (resume fingerprint)
+        # the store of finished clips; a multi-process run (runtime/parallel/session.py) swaps in
+        # one where rank 0 alone reads and writes files and the other ranks get its answers
+        self.parts_factory: Callable[[Path, dict[str, Any]], ClipParts] = ClipParts
         self.dit.to(self.device)
         self.vae.to(self.device)
 
@@ -275,7 +286,7 @@ class WanS2V:
             [req.prompt, req.negative_prompt or S2V_NEGATIVE_PROMPT],
             self.device,
         )
-        parts = _Parts(
+        parts = self.parts_factory(
             output.with_name(output.name + ".parts"), req.fingerprint(wave, self.model_id)
         )
         videos = []
@@ -312,7 +323,8 @@ class WanS2V:
         video = torch.cat(videos, dim=1)  # [3, F, H, W]
         frames = min(video.shape[1], max(1, round(wave.shape[0] / SPEECH_RATE * S2V_FPS)))
         meta = {"task": "s2v", **parts.fingerprint, "clips": clips}
-        save_video_with_audio(video[:, :frames], output, wave, fps=S2V_FPS, metadata=meta)
+        if parts.writes:
+            save_video_with_audio(video[:, :frames], output, wave, fps=S2V_FPS, metadata=meta)
         parts.remove()
         return output
 
@@ -339,8 +351,10 @@ class WanS2V:
         )
 
 
-class _Parts:
+class ClipParts:
     """Finished clip latents of one request, in ``<output>.parts/`` (atomic writes)."""
+
+    writes = True  # this process writes the output files (a multi-process run: rank 0 only)
 
     def __init__(self, folder: Path, fingerprint: dict[str, Any]) -> None:
         self.folder = folder

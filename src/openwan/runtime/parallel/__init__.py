@@ -1,6 +1,11 @@
 """Scale-out with torch.distributed: context parallelism (Ulysses x Ring) and FSDP2."""
 
-from openwan.runtime.parallel.context import ContextParallelDiT, apply_context_parallel
+from openwan.runtime.parallel.context import (
+    ContextParallelDiT,
+    ContextParallelS2V,
+    ContextParallelVace,
+    apply_context_parallel,
+)
 from openwan.runtime.parallel.fsdp import apply_fsdp_dit, apply_fsdp_t5
 from openwan.runtime.parallel.mesh import (
     ParallelConfigError,
@@ -13,6 +18,8 @@ from openwan.runtime.parallel.mesh import (
 
 __all__ = [
     "ContextParallelDiT",
+    "ContextParallelS2V",
+    "ContextParallelVace",
     "ParallelConfigError",
     "ParallelMesh",
     "ParallelPlan",

@@ -21,22 +21,25 @@ Padding keys (the model's own ``seq_len`` padding and the CP padding) are masked
 global position; padded query rows are computed and dropped at the gather. Cross-attention is
 local: the text (and CLIP) keys are replicated on every rank.
 
-Extra token streams (VACE hints, S2V reference/audio tokens) plug in through
-:class:`TokenSharder`: per-token tensors aligned with the video tokens are split with
-``sharder.split`` exactly like the tokens; tokens appended to the sequence extend ``length``.
+Extra token streams: VACE context tokens (one per video token) are split exactly like the
+tokens (:class:`ContextParallelVace`); S2V's reference and motion tokens are part of the sequence
+and sharded with it, the per-frame audio tokens are replicated (:class:`ContextParallelS2V`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from openwan.configs.dit import DiTConfig
-from openwan.models.dit import WanModel
+from openwan.models.dit import TokenLayout, WanModel
+from openwan.models.s2v import S2VLayout, WanModelS2V
+from openwan.models.vace import VaceWanModel
 from openwan.ops.attention import attention
 from openwan.runtime.parallel.comm import (
     PendingShift,
@@ -169,6 +172,22 @@ class TokenSharder:
         return table[min(self.lo, n) : min(self.lo + self.shard, n)]
 
 
+@dataclass
+class LocalTokens:
+    """One rank's part of a forward pass: its token rows and the matching per-token tensors."""
+
+    sharder: TokenSharder
+    total: int  # padded sequence length cp * Ls
+    tokens: torch.Tensor  # [B, Ls, dim]
+    e: torch.Tensor  # head modulation, [B, 1|Ls, dim]
+    e0: torch.Tensor  # block modulation, [B, 1|Ls|2, 6, dim]
+    layout: TokenLayout  # RoPE rows, global k_lens, local split, the CP attention
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of another tensor aligned with the tokens (``[B, S, ...]``)."""
+        return self.sharder.split(x, self.total)
+
+
 class ContextParallelDiT(nn.Module):
     """A :class:`WanModel` run with its token sequence split over the CP ranks of ``mesh``.
 
@@ -185,6 +204,49 @@ class ContextParallelDiT(nn.Module):
     def config(self) -> DiTConfig:
         return self.module.config
 
+    def shard(
+        self, tokens: torch.Tensor, e: torch.Tensor, e0: torch.Tensor, layout: TokenLayout
+    ) -> LocalTokens:
+        """This rank's shard of the embedded sequence and a layout for it."""
+        cp = self.mesh.plan.cp
+        length = tokens.shape[1]
+        sharder = TokenSharder.for_length(length, cp, self.mesh.cp_rank)
+        total = sharder.shard * cp
+        k_lens = layout.k_lens
+        if k_lens is None and total != length:  # the CP padding must be masked as keys
+            k_lens = torch.full((tokens.shape[0],), length, dtype=torch.long, device=tokens.device)
+        split = layout.split
+        if split is not None:  # two-segment modulation: the shard's own segment boundary
+            split = min(max(split - sharder.lo, 0), sharder.shard)
+        local_layout = replace(
+            layout,
+            k_lens=k_lens,
+            cos=sharder.rope(layout.cos),
+            sin=sharder.rope(layout.sin),
+            split=split,
+            self_attention=ContextParallelAttention(
+                self.mesh, sharder.shard * self.mesh.plan.ulysses
+            ),
+        )
+
+        def per_token(z: torch.Tensor) -> torch.Tensor:  # per-token t (TI2V): split too
+            return z if z.shape[1] == 1 else sharder.split(z, total)
+
+        # with segments (S2V) the rows of e0 are the two segments' modulations, not tokens
+        local_e0 = e0 if layout.split is not None else per_token(e0)
+        return LocalTokens(
+            sharder, total, sharder.split(tokens, total), per_token(e), local_e0, local_layout
+        )
+
+    def output(
+        self, h: torch.Tensor, local: LocalTokens, grid: tuple[int, int, int]
+    ) -> torch.Tensor:
+        """Head on the shard, gather its narrow output (prod(patch) * out_dim = 64 channels for
+        14B instead of dim = 5120), unpatchify the video tokens (they come first)."""
+        m = self.module
+        out = gather_seq(m.head(h, local.e), self.mesh.cp_group, dim=1)  # [B, cp * Ls, C]
+        return m.unpatchify(out, grid)  # [B, C, F, H, W]
+
     def forward(
         self,
         x: torch.Tensor,
@@ -197,33 +259,73 @@ class ContextParallelDiT(nn.Module):
     ) -> torch.Tensor:
         m = self.module
         tokens, e, e0, ctx, layout = m.embed(x, t, context, y=y, clip_fea=clip_fea, seq_len=seq_len)
-        cp = self.mesh.plan.cp
-        length = tokens.shape[1]
-        sharder = TokenSharder.for_length(length, cp, self.mesh.cp_rank)
-        total = sharder.shard * cp
-        k_lens = layout.k_lens
-        if k_lens is None and total != length:  # the CP padding must be masked as keys
-            k_lens = torch.full((tokens.shape[0],), length, dtype=torch.long, device=x.device)
-        local_layout = replace(
-            layout,
-            k_lens=k_lens,
-            cos=sharder.rope(layout.cos),
-            sin=sharder.rope(layout.sin),
-            self_attention=ContextParallelAttention(
-                self.mesh, sharder.shard * self.mesh.plan.ulysses
-            ),
+        local = self.shard(tokens, e, e0, layout)
+        h = m.run_blocks(local.tokens, local.e0, ctx, local.layout)
+        return self.output(h, local, layout.grid)
+
+
+class ContextParallelVace(ContextParallelDiT):
+    """A :class:`VaceWanModel` under CP: the VACE context tokens are one per video token, so they
+    are sharded exactly like the tokens (same padding); the context blocks run on the shard with
+    the same CP layout and give hints for the shard's rows only."""
+
+    module: VaceWanModel
+
+    def forward(  # type: ignore[override]
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor | list[torch.Tensor],
+        *,
+        vace_context: torch.Tensor,
+        vace_context_scale: float = 1.0,
+        seq_len: int | None = None,
+    ) -> torch.Tensor:
+        m = self.module
+        tokens, e, e0, ctx, layout = m.embed(x, t, context, seq_len=seq_len)
+        c = m.embed_vace(tokens, vace_context, layout)  # [B, S, dim], replicated like tokens
+        local = self.shard(tokens, e, e0, layout)
+        hints = m.run_vace_blocks(local.split(c), local.tokens, local.e0, ctx, local.layout)
+        h = m.run_blocks(
+            local.tokens, local.e0, ctx, local.layout, hints=hints, context_scale=vace_context_scale
         )
-        local_e0 = e0 if e0.shape[1] == 1 else sharder.split(e0, total)  # per-token t: split too
-        h = m.run_blocks(sharder.split(tokens, total), local_e0, ctx, local_layout)
-        # the head is per token: run it on the shard and gather its narrow output
-        # (prod(patch) * out_dim = 64 channels for 14B instead of dim = 5120)
-        local_e = e if e.shape[1] == 1 else sharder.split(e, total)
-        out = gather_seq(m.head(h, local_e), self.mesh.cp_group, dim=1)[:, :length]
-        return m.unpatchify(out, layout.grid)  # [B, C, F, H, W]
+        return self.output(h, local, layout.grid)
+
+
+class ContextParallelS2V(ContextParallelDiT):
+    """A :class:`WanModelS2V` under CP: the whole sequence (noisy video tokens, then reference,
+    then FramePack motion tokens) is sharded as one. Each rank gets its rows of the concatenated
+    RoPE table (each segment has its own positions), the segment boundary of its shard for the
+    two-segment modulation, and ``video_offset`` so the audio injector can regroup the shard's
+    noisy tokens by latent frame (a shard may start and end mid-frame; the per-frame audio tokens
+    are replicated). Self-attention spans all tokens, so it is the CP attention as for T2V."""
+
+    module: WanModelS2V
+
+    def forward(  # type: ignore[override]
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor | list[torch.Tensor],
+        **conditions: Any,
+    ) -> torch.Tensor:
+        """Same arguments as :meth:`WanModelS2V.forward` (ref/motion latents, audio, ...)."""
+        m = self.module
+        tokens, e, e0, ctx, layout = m.embed_s2v(x, t, context, **conditions)
+        assert layout.split is not None
+        local = self.shard(tokens, e, e0, layout)
+        assert isinstance(local.layout, S2VLayout)  # shard() keeps the layout's type
+        local.layout = replace(local.layout, video_offset=min(local.sharder.lo, layout.split))
+        h = m.run_blocks(local.tokens, local.e0, ctx, local.layout)
+        return self.output(h, local, layout.grid)
 
 
 def apply_context_parallel(model: WanModel, mesh: ParallelMesh) -> nn.Module:
     """Wrap ``model`` for the plan of ``mesh`` (the model itself when the CP size is 1)."""
     if mesh.plan.cp == 1:
         return model
+    if isinstance(model, VaceWanModel):
+        return ContextParallelVace(model, mesh)
+    if isinstance(model, WanModelS2V):
+        return ContextParallelS2V(model, mesh)
     return ContextParallelDiT(model, mesh)

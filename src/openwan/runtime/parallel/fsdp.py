@@ -11,7 +11,7 @@ from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import fully_shard
 
-from openwan.models.dit import WanModel
+from openwan.models.dit import WanAttentionBlock, WanModel
 
 
 def find_dit(module: nn.Module) -> WanModel:
@@ -25,9 +25,11 @@ def find_dit(module: nn.Module) -> WanModel:
 def apply_fsdp_dit(
     root: nn.Module, mesh: DeviceMesh, *, reshard_after_forward: bool = True
 ) -> nn.Module:
-    """Shard each DiT block, then ``root`` (the module whose ``__call__`` starts a forward: the
-    model, or the CP wrapper holding it, so the root gather also covers embed and head)."""
-    for block in find_dit(root).blocks:
+    """Shard each DiT block (the VACE context blocks too), then ``root`` (the module whose
+    ``__call__`` starts a forward: the model, or the CP wrapper holding it, so the root gather
+    also covers embed, head and the small S2V audio modules)."""
+    blocks = [m for m in find_dit(root).modules() if isinstance(m, WanAttentionBlock)]
+    for block in blocks:
         fully_shard(block, mesh=mesh, reshard_after_forward=reshard_after_forward)
     fully_shard(root, mesh=mesh, reshard_after_forward=reshard_after_forward)
     return root

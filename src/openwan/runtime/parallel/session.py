@@ -12,12 +12,16 @@ import random
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from openwan.pipelines.s2v import ClipParts, WanS2V
 from openwan.runtime.parallel.context import apply_context_parallel
 from openwan.runtime.parallel.fsdp import apply_fsdp_dit, apply_fsdp_t5
 from openwan.runtime.parallel.mesh import (
@@ -95,6 +99,47 @@ class RankZeroVAE(nn.Module):
         return self._once(self.module.decode, z, **kw)
 
 
+class RankZeroAudio:
+    """The Wav2Vec2 features computed once, on rank 0, and broadcast (every rank must condition
+    on bit-identical audio, whatever its thread count)."""
+
+    def __init__(self, encoder: Any) -> None:
+        self.module = encoder
+
+    def features(self, wave: np.ndarray) -> torch.Tensor:
+        feats = [self.module.features(wave).cpu()] if dist.get_rank() == 0 else None
+        return broadcast_tensors(feats)[0].cpu()
+
+
+class RankZeroParts(ClipParts):
+    """S2V's store of finished clips in a multi-process run: rank 0 checks, reads and writes the
+    ``.parts`` folder; the other ranks take its answers (a folder only rank 0 sees works too)."""
+
+    def __init__(
+        self, folder: Path, fingerprint: dict[str, Any], *, session: ParallelSession
+    ) -> None:
+
+        def check() -> None:  # a folder of another request fails on every rank
+            ClipParts(folder, fingerprint)
+
+        session.agree(check)
+        self.folder, self.fingerprint = folder, fingerprint
+        self.writes = session.rank0
+
+    def load(self, r: int) -> torch.Tensor | None:
+        mine = super().load(r) if self.writes else None
+        got = broadcast_tensors(None if not self.writes else [] if mine is None else [mine])
+        return got[0].cpu() if got else None
+
+    def save(self, r: int, latent: torch.Tensor) -> None:
+        if self.writes:
+            super().save(r, latent)
+
+    def remove(self) -> None:
+        if self.writes:
+            super().remove()
+
+
 @dataclass
 class ParallelSession:
     mesh: ParallelMesh
@@ -163,7 +208,7 @@ class ParallelSession:
                 "would decide to skip blocks from its own tokens)"
             )
         for name in ("dit", "dit_high"):
-            model = getattr(pipe, name)
+            model = getattr(pipe, name, None)  # S2V has no second expert
             if model is None:
                 continue
             model = apply_context_parallel(model, self.mesh)
@@ -171,7 +216,7 @@ class ParallelSession:
                 apply_fsdp_dit(model, self.mesh.world)
             setattr(pipe, name, model)
         if self.t5_fsdp:
-            if pipe.t5_cpu:
+            if getattr(pipe, "t5_cpu", False):
                 raise ParallelConfigError(
                     "--t5-fsdp shards the encoder over the GPUs: drop --t5-cpu"
                 )
@@ -180,6 +225,9 @@ class ParallelSession:
         else:
             pipe.text_encoder = RankZeroText(pipe.text_encoder)
         pipe.vae = RankZeroVAE(pipe.vae)
+        if isinstance(pipe, WanS2V):  # the audio is encoded once; rank 0 owns the output files
+            pipe.audio_encoder = RankZeroAudio(pipe.audio_encoder)
+            pipe.parts_factory = partial(RankZeroParts, session=self)
 
     def close(self) -> None:
         if dist.is_initialized():
