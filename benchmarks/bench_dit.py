@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--child", nargs=3)
     ap.add_argument("--quick", action="store_true", help="4 layers instead of 30")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--dtypes", default="fp32,bf16", help="comma-separated rows to run")
     args = ap.parse_args()
     if args.child:
         child(args.child[0], args.child[1], int(args.child[2]))
@@ -75,7 +76,7 @@ def main() -> None:
 
     layers = "4" if args.quick else "30"
     rows = []
-    for dtype in ("fp32", "bf16"):
+    for dtype in args.dtypes.split(","):
         best: dict[str, dict] = {}
         for _ in range(args.repeats):
             for impl in ("openwan", "diffusers"):

@@ -72,17 +72,21 @@ def modulate(
 ) -> torch.Tensor:
     """``h * (1 + scale) + shift`` (fp32), segment-wise when ``split`` is set (see TokenLayout)."""
     if split is None:
-        return h * (1 + scale) + shift
+        return torch.addcmul(shift, h, 1 + scale)  # one pass over h
     head = h[:, :split] * (1 + scale[:, :1]) + shift[:, :1]
     tail = h[:, split:] * (1 + scale[:, 1:2]) + shift[:, 1:2]
     return torch.cat([head, tail], dim=1)
 
 
-def gated(y: torch.Tensor, gate: torch.Tensor, split: int | None) -> torch.Tensor:
-    """``y * gate`` (fp32), segment-wise when ``split`` is set."""
+def add_gated(
+    x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, split: int | None
+) -> torch.Tensor:
+    """The gated residual add ``x + y * gate`` in fp32 (x fp32; y in any float dtype, promoted
+    inside the kernel), segment-wise when ``split`` is set."""
     if split is None:
-        return y * gate
-    return torch.cat([y[:, :split] * gate[:, :1], y[:, split:] * gate[:, 1:2]], dim=1)
+        return torch.addcmul(x, y, gate)  # one pass, no fp32 copy of y
+    y = y.float()
+    return x + torch.cat([y[:, :split] * gate[:, :1], y[:, split:] * gate[:, 1:2]], dim=1)
 
 
 # ----------------------------------------------------------------------------- attention
@@ -175,10 +179,10 @@ class WanAttentionBlock(nn.Module):
         split = layout.split
         # fp32 island: modulated norm and gated residual add
         h = modulate(self.norm1(x).float(), shift1, scale1, split)
-        x = x + gated(self.self_attn(h, layout).float(), gate1, split)
-        x = x + self.cross_attn(self.norm3(x), context, self.text_len).float()
+        x = add_gated(x, self.self_attn(h, layout), gate1, split)
+        x = x + self.cross_attn(self.norm3(x), context, self.text_len)  # promoted to fp32
         h = modulate(self.norm2(x).float(), shift2, scale2, split)
-        return x + gated(in_weight_dtype(self.ffn, h).float(), gate2, split)
+        return add_gated(x, in_weight_dtype(self.ffn, h), gate2, split)
 
 
 # ----------------------------------------------------------------------------- head

@@ -64,9 +64,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """
     n = cos.shape[0]
     xf = x.float()
-    head = xf[:, :n].unflatten(-1, (-1, 2))  # [B, n, H, D/2, 2]
-    re, im = head[..., 0], head[..., 1]
-    rotated = torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).flatten(-2)
+    pairs = torch.view_as_complex(xf[:, :n].unflatten(-1, (-1, 2)))  # [B, n, H, D/2] complex64
+    # (re + i im)(cos + i sin): the rotation of each adjacent pair, as one complex multiply
+    rotated = torch.view_as_real(pairs * torch.complex(cos, sin)).flatten(-2)  # [B, n, H, D]
     if n == x.shape[1]:
         return rotated
     return torch.cat([rotated, xf[:, n:]], dim=1)
