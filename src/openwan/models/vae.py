@@ -73,6 +73,11 @@ class CausalConv3d(nn.Conv3d):
         if past is not None and front > 0:
             x = torch.cat([past.to(x.dtype), x], dim=2)
             front -= past.shape[2]
+        if front > 0 and x.shape[2] == 1 and front == self.kernel_size[0] - 1:
+            # one frame after zero padding (a video's first chunk): only the kernel's newest
+            # temporal slice meets non-zero input, so skip the multiplications by zeros
+            newest = self.weight[:, :, -1:]
+            return conv(x, newest, self.bias, self.stride, self.padding)  # type: ignore[arg-type]
         if front > 0:
             x = F.pad(x, (0, 0, 0, 0, front, 0))
         return conv(x, self.weight, self.bias, self.stride, self.padding)  # type: ignore[arg-type]
