@@ -47,6 +47,18 @@ class ConfigError(ValueError):
     """A config file that does not describe a model openwan can build."""
 
 
+def read_config_json(path: str | Path) -> dict[str, Any]:
+    """The object in a ``config.json``; a missing file or bad JSON is a :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid JSON: {e}") from None
+    return raw
+
+
 @dataclass(frozen=True)
 class DiTConfig:
     model_type: str = "t2v"  # t2v | i2v | flf2v | ti2v | s2v (VACE: "t2v" + vace_layers)
@@ -121,14 +133,7 @@ class DiTConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> DiTConfig:
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"config file {path} is not valid JSON: {e}") from None
-        return cls.from_dict(raw)
+        return cls.from_dict(read_config_json(path))
 
     def to_dict(self) -> dict[str, Any]:
         """Official-style ``config.json`` content (non-default VACE keys only when set)."""

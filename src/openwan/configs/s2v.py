@@ -9,12 +9,11 @@ for reference/motion tokens. Other switch values describe unreleased variants an
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openwan.configs.dit import ConfigError, DiTConfig
+from openwan.configs.dit import ConfigError, DiTConfig, read_config_json
 
 # Python-config keys that the official constructor swallows through **kwargs.
 _IGNORED_KEYS = {"trainable_token", "motion_frames", "motion_token_num"}
@@ -109,14 +108,7 @@ class S2VConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> S2VConfig:
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"config file {path} is not valid JSON: {e}") from None
-        return cls.from_dict(raw)
+        return cls.from_dict(read_config_json(path))
 
     def to_dict(self) -> dict[str, Any]:
         d = self.dit.to_dict()
