@@ -379,11 +379,7 @@ class WanI2V:
         latent = stages.denoise(
             model_fn, noise.to(self.device), req.solver, req.steps, req.shift, callback=callback
         )
-        if self.offload_model:
-            for m in (self.dit, self.dit_high):
-                if m is not None:
-                    m.to("cpu")
-            self.vae.to(self.device)
+        stages.swap_to_vae((self.dit, self.dit_high), self.vae, self.device, self.offload_model)
         return stages.decode(self.vae, latent)
 
 

@@ -134,6 +134,18 @@ def denoise(
         return solve(model_fn, noise, schedule, callback=on_step, post_step=post_step)
 
 
+def swap_to_vae(
+    dits: Sequence[nn.Module | None], vae: nn.Module, device: torch.device, offload: bool
+) -> None:
+    """With model offload, move the DiT(s) off the device and the VAE onto it before decoding."""
+    if not offload:
+        return
+    for m in dits:
+        if m is not None:
+            m.to("cpu")
+    vae.to(device)
+
+
 def decode(vae: nn.Module, latent: torch.Tensor) -> torch.Tensor:
     """Latent ``[C, T, h, w]`` -> video ``[3, F, H, W]`` in [-1, 1] (fp32)."""
     with torch.no_grad():

@@ -196,11 +196,7 @@ class WanT2V:
             callback=callback,
             post_step=post_step,
         )
-        if self.offload_model:
-            for m in (self.dit, self.dit_high):
-                if m is not None:
-                    m.to("cpu")
-            self.vae.to(self.device)
+        stages.swap_to_vae((self.dit, self.dit_high), self.vae, self.device, self.offload_model)
         video = stages.decode(self.vae, latent)
         return GenerationResult(
             video=video, request=req, fps=self.task.fps, is_image=req.frame_num == 1
