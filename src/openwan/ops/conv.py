@@ -16,24 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_PLAIN = (torch.Tensor, nn.Parameter)
+from openwan.ops.onednn import eligible
 
 
 @functools.cache
-def _onednn_available() -> bool:
-    return bool(torch.backends.mkldnn.is_available()) and hasattr(torch, "mkldnn_convolution")
-
-
-def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16):
-        return False
-    if weight.dtype != x.dtype:
-        return False
-    if type(weight) not in _PLAIN or type(x) not in _PLAIN:
-        return False  # tensor subclasses (e.g. torchao quantized weights) dispatch via F.*
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return False
-    return _onednn_available()
+def _has_conv_kernel() -> bool:
+    """oneDNN's convolution op is in this torch build (checked once, at first use)."""
+    return hasattr(torch, "mkldnn_convolution")
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -50,7 +39,7 @@ def conv(
     padding: tuple[int, ...],
 ) -> torch.Tensor:
     """2D or 3D convolution (by ``x.ndim``) with zero padding, dilation 1, one group."""
-    if _use_onednn(x, weight):
+    if eligible(x, weight) and _has_conv_kernel():
         ones = (1,) * (x.ndim - 2)
         return torch.mkldnn_convolution(channels_last(x), weight, bias, padding, stride, ones, 1)
     op = F.conv3d if x.ndim == 5 else F.conv2d

@@ -18,28 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_FAST_DTYPES = (torch.float32, torch.bfloat16)
-
-
-_PLAIN = (torch.Tensor, nn.Parameter)
+from openwan.ops.onednn import eligible
 
 
 @functools.cache
-def _onednn_available() -> bool:
-    """oneDNN linear kernels present in this torch build (checked once, at first use)."""
-    return bool(torch.backends.mkldnn.is_available()) and hasattr(
-        torch.ops.mkldnn, "_linear_pointwise"
-    )
-
-
-def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    if x.device.type != "cpu" or x.dtype not in _FAST_DTYPES or weight.dtype != x.dtype:
-        return False
-    if type(weight) not in _PLAIN or type(x) not in _PLAIN:
-        return False  # tensor subclasses (e.g. torchao quantized weights) dispatch via F.*
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return False  # the oneDNN op has no autograd formula
-    return _onednn_available()
+def _has_linear_kernel() -> bool:
+    """oneDNN's linear op is in this torch build (checked once, at first use)."""
+    return hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
 def linear(
@@ -50,7 +35,7 @@ def linear(
     gelu_tanh: bool = False,
 ) -> torch.Tensor:
     """``x @ weight.T + bias`` (optionally followed by tanh-approximated GELU) on ``[..., in]``."""
-    if _use_onednn(x, weight):
+    if eligible(x, weight) and _has_linear_kernel():
         if bias is not None and bias.dtype != x.dtype:
             bias = bias.to(x.dtype)
         if gelu_tanh:

@@ -1,0 +1,24 @@
+"""When an op may call a oneDNN kernel directly (the linear and convolution leaves share it)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+_FAST_DTYPES = (torch.float32, torch.bfloat16)
+_PLAIN = (torch.Tensor, nn.Parameter)
+
+
+def eligible(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """CPU inference on plain fp32/bf16 tensors of one dtype, and oneDNN in this torch build.
+
+    Tensor subclasses (e.g. torchao quantized weights) dispatch through ``F.*`` instead, and
+    anything autograd must differentiate too: the direct oneDNN ops have no autograd formulas.
+    """
+    if x.device.type != "cpu" or x.dtype not in _FAST_DTYPES or weight.dtype != x.dtype:
+        return False
+    if type(weight) not in _PLAIN or type(x) not in _PLAIN:
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return False
+    return bool(torch.backends.mkldnn.is_available())
