@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from openwan.configs.vae import VAEConfig
+from openwan.ops.attention import attention
 from openwan.ops.conv import Conv2d, channels_last, channels_last_weights, conv
 
 CACHE_FRAMES = 2  # a kernel-3 causal conv needs the two previous frames
@@ -214,8 +215,9 @@ class AttentionBlock(nn.Module):
     def _frame(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         qkv = self.to_qkv(self.norm(x)).reshape(n, 3, c, h * w).transpose(-1, -2)  # [N, 3, HW, C]
-        out = F.scaled_dot_product_attention(qkv[:, 0:1], qkv[:, 1:2], qkv[:, 2:3])  # [N, 1, HW, C]
-        return self.proj(out[:, 0].transpose(1, 2).reshape(n, c, h, w))
+        q, k, v = qkv[:, :, :, None].unbind(1)  # each [N, HW, 1, C]: one head
+        out = attention(q, k, v)  # [N, HW, 1, C]
+        return self.proj(out[:, :, 0].transpose(1, 2).reshape(n, c, h, w))
 
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         return x + per_frame(self._frame, x)
