@@ -140,6 +140,25 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     _flag(p, "num_clip", type=int, default=None, help="s2v: at most this many clips")
     _flag(p, "infer_frames", type=int, default=None, help="s2v: frames per clip, 4n (80)")
     _flag(p, "start_from_ref", action="store_true", help="s2v: first frame = the reference image")
+    _flag(
+        p,
+        "lipsync_video",
+        default=None,
+        help="s2v lip-sync editing: re-generate this video so it follows --audio",
+    )
+    _flag(
+        p,
+        "lipsync_mask",
+        default=None,
+        help="lip-sync: image, white = the region to re-generate (the mouth); default: all",
+    )
+    _flag(
+        p,
+        "lipsync_strength",
+        type=float,
+        default=None,
+        help="lip-sync: share of the schedule re-run, (0, 1] (1.0 with a mask, else 0.6)",
+    )
     from openwan.cli.speed import add_speed_args
 
     add_speed_args(p, _flag)

@@ -4,6 +4,10 @@
         --audio speech.wav --prompt "a woman singing on a stage" [--pose_video pose.mp4] \\
         [--num_clip N] [--infer_frames 80] [--size 1024*704] [--start_from_ref]
 
+Lip-sync editing: ``--lipsync-video talk.mp4 --audio new.wav [--lipsync-mask mouth.png]``
+re-generates the video's masked region (white in the mask image) to follow the new audio and
+keeps every other pixel (``pipelines/s2v_lipsync.py``); ``--image`` is then optional.
+
 ``--size`` only sets the maximum pixel area (official); the output keeps the reference image's
 aspect ratio in multiples of 64. A rerun after an interruption resumes from the clips already
 written to ``<save_file>.parts/``.
@@ -19,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 S2V_TASKS = ("s2v-14B",)
-S2V_ONLY_FLAGS = ("audio", "pose_video", "num_clip", "infer_frames")
+S2V_ONLY_FLAGS = (
+    "audio",
+    "pose_video",
+    "num_clip",
+    "infer_frames",
+    "lipsync_video",
+    "lipsync_mask",
+    "lipsync_strength",
+)
 
 
 def is_s2v(args: argparse.Namespace) -> bool:
@@ -50,10 +62,16 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
             raise ValueError(
                 f"--task {args.task} needs {flag} (e.g. --ckpt-dir ./Wan2.2-S2V-14B --audio speech.wav)"
             )
-    if args.image is None:
+    lipsync = args.lipsync_video is not None
+    if not lipsync and (args.lipsync_mask is not None or args.lipsync_strength is not None):
+        raise ValueError("--lipsync-mask/--lipsync-strength need --lipsync-video")
+    if args.image is None and not lipsync:
         raise ValueError(
-            f"--task {args.task} needs --image (the reference picture of the character)"
+            f"--task {args.task} needs --image (the reference picture of the character), or "
+            "--lipsync-video to edit an existing video"
         )
+    if lipsync and (args.pose_video or args.start_from_ref):
+        raise ValueError("--pose_video/--start_from_ref do not apply to lip-sync editing")
     if args.prompt is None:
         raise ValueError("--prompt is required, e.g. --prompt 'a man talking to the camera'")
     if args.cache_threshold is not None or getattr(args, "cache", None) not in (None, "off"):
@@ -67,7 +85,7 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
     request = S2VRequest(
         prompt=args.prompt,
         audio=Path(args.audio),
-        image=Path(args.image),
+        image=Path(args.image or args.lipsync_video),
         negative_prompt=args.negative_prompt,
         pose_video=Path(args.pose_video) if args.pose_video else None,
         max_area=width * height,
@@ -96,7 +114,23 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
         session.agree(lambda: check_writable(out))
     # unreadable inputs fail before any model is loaded
     read_audio(request.audio)
-    load_image(request.image)
+    if lipsync:
+        from openwan.io.video import read_video
+        from openwan.pipelines.s2v_lipsync import LipSyncRequest
+
+        read_video(args.lipsync_video, max_frames=1)
+        for image in (args.image, args.lipsync_mask):
+            if image is not None:
+                load_image(image)
+        edit = LipSyncRequest(
+            request,
+            Path(args.lipsync_video),
+            mask=Path(args.lipsync_mask) if args.lipsync_mask else None,
+            reference=Path(args.image) if args.image else None,
+            strength=args.lipsync_strength,
+        ).validated()
+    else:
+        load_image(request.image)
     if args.quiet:
         import transformers
 
@@ -115,6 +149,7 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
 
     def on_step(i: int, total: int) -> None:
         if bar is not None:
+            bar.total = total  # lip-sync at strength < 1 runs the last steps only
             bar.update(1)
 
     def on_clip(r: int, clips: int) -> None:
@@ -123,7 +158,12 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
             bar.set_description(f"clip {min(r + 2, clips)}/{clips}")
 
     try:
-        pipe.generate(request, out, callback=on_step, on_clip=on_clip)
+        if lipsync:
+            from openwan.pipelines.s2v_lipsync import lipsync as run_lipsync
+
+            run_lipsync(pipe, edit, out, callback=on_step, on_clip=on_clip)
+        else:
+            pipe.generate(request, out, callback=on_step, on_clip=on_clip)
     finally:
         if bar is not None:
             bar.close()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from openwan.models.s2v import MOTION_FRAMES, WanModelS2V
-from openwan.sampling.schedules import make_schedule
+from openwan.sampling.schedules import Schedule, make_schedule
 from openwan.sampling.solvers import SOLVERS, ModelFn
 
 S2V_STEPS, S2V_SHIFT, S2V_GUIDE = 40, 3.0, 4.5  # official S2V-14B defaults
@@ -62,6 +62,31 @@ def s2v_model_fn(
     return model_fn
 
 
+@dataclass
+class ClipEdit:
+    """Re-generate part of an existing clip (lip-sync editing, ``pipelines/s2v_lipsync.py``).
+
+    Sampling starts at the step where ``strength`` of the schedule is left, from the source
+    latent noised to that step's sigma (SDEdit). Where ``keep`` is true the velocity is replaced
+    by the one that points at the source, ``(x - source) / sigma``: its clean-latent prediction
+    is the source at every step, which every solver here integrates exactly, so the kept latents
+    end equal to the source while the rest is sampled in their context.
+    """
+
+    source: torch.Tensor  # [16, T, h, w] the source clip's latent
+    keep: torch.Tensor  # [1, T, h, w] bool: latents that stay the source's
+    strength: float = 1.0  # (0, 1]: 1 starts from (almost) pure noise
+
+
+def _edited(model_fn: ModelFn, edit: ClipEdit, sigmas: torch.Tensor) -> ModelFn:
+    def fn(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
+        v = model_fn(x, t, i)
+        to_source = (x.float() - edit.source.to(x.device)) / sigmas[i]
+        return torch.where(edit.keep.to(x.device), to_source, v)
+
+    return fn
+
+
 def sample_clip(
     model: WanModelS2V,
     noise: torch.Tensor,
@@ -74,18 +99,29 @@ def sample_clip(
     guide_scale: float = S2V_GUIDE,
     solver: str = "unipc",
     callback: Callable[[int, int], None] | None = None,
+    edit: ClipEdit | None = None,
 ) -> torch.Tensor:
-    """Denoise one clip's latent ``[16, T, h, w]`` from ``noise`` (a fresh schedule per clip).
+    """Denoise one clip's latent ``[16, T, h, w]`` from ``noise`` (a fresh schedule per clip),
+    or edit a source clip (``edit``; then fewer steps run when ``edit.strength < 1``).
 
     ``callback(step, steps)`` after every solver step (progress).
     """
     model_fn = s2v_model_fn(model, cond, context, context_null, guide_scale)
+    schedule = make_schedule(solver, steps, shift)
+    x = noise
+    if edit is not None:
+        if not 0 < edit.strength <= 1:
+            raise ValueError(f"edit strength must be in (0, 1], got {edit.strength}")
+        start = steps - max(1, round(steps * edit.strength))
+        schedule = Schedule(schedule.sigmas[start:], schedule.timesteps[start:])
+        sigma = schedule.sigmas[0]
+        x = (1 - sigma) * edit.source.to(noise) + sigma * noise
+        model_fn = _edited(model_fn, edit, schedule.sigmas)
+    total = schedule.steps
 
     def on_step(i: int, x: torch.Tensor) -> None:
         if callback is not None:
-            callback(i, steps)
+            callback(i, total)
 
     with torch.no_grad():
-        return SOLVERS[solver](
-            model_fn, noise, make_schedule(solver, steps, shift), callback=on_step
-        )
+        return SOLVERS[solver](model_fn, x, schedule, callback=on_step)

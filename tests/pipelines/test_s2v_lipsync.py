@@ -1,0 +1,203 @@
+"""Lip-sync editing on a tiny random S2V checkpoint: the kept region is the source's exactly
+(latents and pixels), the masked region is re-generated, lengths follow the shorter input."""
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.tiny_s2v import speech_like, write_s2v_checkpoint, write_wav
+from openwan.io.audio import stream_durations
+from openwan.io.video import save_video
+from openwan.pipelines import s2v_lipsync
+from openwan.pipelines.request import RequestError
+from openwan.pipelines.s2v import WanS2V
+from openwan.pipelines.s2v_clip import ClipConditions, ClipEdit, sample_clip
+from openwan.pipelines.s2v_lipsync import lipsync, lipsync_request
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("lipsync")
+    pipe = WanS2V.from_pretrained(write_s2v_checkpoint(root / "ckpt"), device="cpu")
+    g = np.random.default_rng(0)
+    frames = np.zeros((14, 64, 64, 3), np.uint8)  # 14 frames at 16 fps: a moving block
+    for i in range(14):
+        frames[i, 8:40, 2 * i : 2 * i + 24] = (220, 60, 40)
+    frames += g.integers(0, 20, frames.shape, dtype=np.uint8)
+    save_video(frames, root / "talk.mp4", fps=16)
+    write_wav(root / "new.wav", speech_like(1.5, 16000, seed=3)[None], 16000)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[40:56, 16:48] = 255  # the "mouth": 2 x 4 latent cells
+    Image.fromarray(mask).save(root / "mouth.png")
+    return root, pipe
+
+
+def _conditions(pipe, t_lat=2, hw=(8, 8)):
+    g = torch.Generator().manual_seed(0)
+    lat = lambda t: torch.randn(1, 16, t, *hw, generator=g)  # noqa: E731
+    cond = ClipConditions(
+        lat(1),
+        lat(19),
+        torch.zeros(1, 16, t_lat, *hw),
+        torch.randn(1, 25, 32, 4 * t_lat, generator=g) * 0.1,
+        False,
+    )
+    ctx = torch.randn(5, pipe.dit.config.text_dim, generator=g)
+    return cond, ctx, lat(t_lat)[0], torch.randn(16, t_lat, *hw, generator=g)
+
+
+@pytest.mark.parametrize("solver", ["unipc", "dpm++", "euler"])
+def test_clip_edit_ends_on_the_source_where_kept(setup, solver):
+    _, pipe = setup
+    cond, ctx, source, noise = _conditions(pipe)
+    keep = torch.zeros(1, 2, 8, 8, dtype=torch.bool)
+    keep[..., :5, :] = True
+    steps = []
+    out = sample_clip(
+        pipe.dit,
+        noise,
+        cond,
+        ctx,
+        ctx * 0,
+        steps=6,
+        guide_scale=2.0,
+        solver=solver,
+        edit=ClipEdit(source, keep, strength=0.5),
+        callback=lambda i, n: steps.append(n),
+    )
+    k = keep.expand_as(out)
+    assert torch.allclose(out[k], source[k], atol=1e-5)
+    assert float((out[~k] - source[~k]).abs().mean()) > 0.05  # the masked part was sampled
+    assert steps == [3, 3, 3]  # strength 0.5 of 6 steps
+
+
+def _run(pipe, root, out, monkeypatch, **kw):
+    saved = {}
+    real = s2v_lipsync.save_video_with_audio
+
+    def capture(video, path, wave, **k):
+        saved["video"] = video.clone()
+        return real(video, path, wave, **k)
+
+    monkeypatch.setattr(s2v_lipsync, "save_video_with_audio", capture)
+    req = lipsync_request(
+        "a face talking",
+        root / "new.wav",
+        root / "talk.mp4",
+        max_area=64 * 64,
+        infer_frames=8,
+        steps=2,
+        seed=1,
+        **kw,
+    )
+    lipsync(pipe, req, out)
+    return saved["video"]
+
+
+def test_masked_lipsync_keeps_every_pixel_outside_the_mask(setup, tmp_path, monkeypatch):
+    root, pipe = setup
+    video = _run(pipe, root, tmp_path / "o.mp4", monkeypatch, mask=root / "mouth.png")
+    source, _ = s2v_lipsync._source_frames(root / "talk.mp4", 64 * 64)
+    assert video.shape == (3, 14, 64, 64)  # video 14 frames < audio 24 frames: 2 clips, trimmed
+    inside = torch.zeros(64, 64, dtype=torch.bool)
+    inside[40:56, 16:48] = True
+    assert torch.equal(video[:, :, ~inside], source[:, :, ~inside])
+    assert float((video[:, :, inside] - source[:, :, inside]).abs().mean()) > 0.05
+    video_s, audio_s = stream_durations(tmp_path / "o.mp4")
+    assert abs(video_s - 14 / 16) < 1 / 16 and abs(audio_s - video_s) < 1 / 16  # A/V in sync
+
+
+def test_whole_frame_edit_and_audio_shorter_than_video(setup, tmp_path, monkeypatch):
+    root, pipe = setup
+    write_wav(tmp_path / "short.wav", speech_like(0.5, 16000, seed=4)[None], 16000)
+    req_kw = dict(strength=0.5)
+    saved = {}
+    monkeypatch.setattr(
+        s2v_lipsync, "save_video_with_audio", lambda v, p, w, **k: saved.setdefault("v", v)
+    )
+    req = lipsync_request(
+        "a face",
+        tmp_path / "short.wav",
+        root / "talk.mp4",
+        max_area=64 * 64,
+        infer_frames=8,
+        steps=2,
+        seed=1,
+        **req_kw,
+    )
+    lipsync(pipe, req, tmp_path / "o.mp4")
+    assert saved["v"].shape[1] == 8  # 0.5 s of audio = 8 frames: one clip
+
+
+def test_bad_lipsync_inputs(setup, tmp_path):
+    from PIL import Image
+
+    root, pipe = setup
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "black.png")
+    with pytest.raises(RequestError, match="no white pixels"):
+        lipsync(
+            pipe,
+            lipsync_request(
+                "a",
+                root / "new.wav",
+                root / "talk.mp4",
+                mask=tmp_path / "black.png",
+                max_area=4096,
+                infer_frames=8,
+                steps=1,
+            ),
+            tmp_path / "o.mp4",
+        )
+    with pytest.raises(RequestError, match="strength"):
+        lipsync(
+            pipe,
+            lipsync_request("a", root / "new.wav", root / "talk.mp4", strength=1.5),
+            tmp_path / "o.mp4",
+        )
+    with pytest.raises(RequestError, match=".mp4"):
+        lipsync(pipe, lipsync_request("a", root / "new.wav", root / "talk.mp4"), tmp_path / "o.gif")
+    assert not list(tmp_path.glob("o.*"))
+
+
+def test_cli_lipsync(setup, tmp_path, capsys):
+    from openwan.cli.main import main
+
+    root, _ = setup
+    common = [
+        "generate",
+        "--task",
+        "s2v-14B",
+        "--ckpt-dir",
+        str(root / "ckpt"),
+        "--prompt",
+        "a face talking",
+        "--audio",
+        str(root / "new.wav"),
+        "--size",
+        "64*64",
+        "--infer_frames",
+        "8",
+        "--sample_steps",
+        "2",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    out = tmp_path / "cli.mp4"
+    args = ["--lipsync-video", str(root / "talk.mp4"), "--lipsync-mask", str(root / "mouth.png")]
+    assert main([*common, *args, "--save_file", str(out)]) == 0
+    video_s, _ = stream_durations(out)
+    assert abs(video_s - 14 / 16) < 1 / 16
+    assert main([*common, "--lipsync-mask", str(root / "mouth.png")]) == 2
+    assert "need --lipsync-video" in capsys.readouterr().err
+    bad = [
+        *common,
+        "--lipsync-video",
+        str(tmp_path / "missing.mp4"),
+        "--save_file",
+        str(tmp_path / "m.mp4"),
+    ]
+    assert main(bad) == 2 and not (tmp_path / "m.mp4").exists()
+    assert "not found" in capsys.readouterr().err
