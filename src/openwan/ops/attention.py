@@ -67,12 +67,6 @@ def _gemm_attention(
     gemm = torch.ops.mkldnn._linear_pointwise  # (x [M, K], w [N, K]) -> x @ w.T, [M, N]
     b, lq, h, d = q.shape
     lk = k.shape[1]
-    # Head-major fp32 copies of q (pre-scaled) and k; v transposed so p @ v is x @ w.T.
-    qh = q.new_empty((b, h, lq, d), dtype=torch.float32)  # a fresh buffer: never scale q in place
-    qh.copy_(q.transpose(1, 2)).mul_(d**-0.5)  # [B, H, Lq, D], scaled in fp32
-    kh = k.new_empty((b, h, lk, d), dtype=torch.float32)
-    kh.copy_(k.transpose(1, 2))  # [B, H, Lk, D]
-    vt = v.permute(0, 2, 3, 1).contiguous()  # [B, H, D, Lk]
     out = q.new_empty(b, lq, h, d)
     lens = [lk] * b if k_lens is None else [min(int(n), lk) for n in k_lens.tolist()]
     for i in range(b):
@@ -81,9 +75,13 @@ def _gemm_attention(
             raise ValueError(f"attention over zero keys (k_lens[{i}] = {n})")
         rows = max(_MIN_ROWS, _SCORE_BLOCK // n)
         for j in range(h):
-            kj, vj = kh[i, j, :n], vt[i, j, :, :n]
+            # one head at a time: fp32 q (scaled out of place: q itself is never written) and k,
+            # v transposed so that p @ v is x @ w.T; only one head's copies are alive at once
+            qj = q[i, :, j].float().mul(d**-0.5)  # [Lq, D]
+            kj = k[i, :n, j].float().contiguous()  # [n, D]
+            vj = v[i, :n, j].t().contiguous()  # [D, n]
             for r in range(0, lq, rows):
-                scores = gemm(qh[i, j, r : r + rows], kj, None, "none", [], "")  # [rows, n] fp32
+                scores = gemm(qj[r : r + rows], kj, None, "none", [], "")  # [rows, n] fp32
                 p = torch.softmax(scores, dim=-1).to(q.dtype)
                 out[i, r : r + rows, j] = gemm(p, vj, None, "none", [], "")  # [rows, D]
     return out
