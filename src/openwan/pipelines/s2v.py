@@ -39,7 +39,14 @@ from openwan.models.s2v import MOTION_FRAMES, WanModelS2V
 from openwan.pipelines import stages
 from openwan.pipelines.image_cond import fit_image, load_image
 from openwan.pipelines.request import RequestError
-from openwan.pipelines.s2v_clip import S2V_GUIDE, S2V_SHIFT, S2V_STEPS, ClipConditions, sample_clip
+from openwan.pipelines.s2v_clip import (
+    S2V_GUIDE,
+    S2V_SHIFT,
+    S2V_STEPS,
+    ClipConditions,
+    ClipEdit,
+    sample_clip,
+)
 from openwan.sampling.solvers import SOLVERS
 
 log = logging.getLogger(__name__)
@@ -336,6 +343,7 @@ class WanS2V:
         context_null: torch.Tensor,
         req: S2VRequest,
         callback: stages.StepCallback | None,
+        edit: ClipEdit | None = None,
     ) -> torch.Tensor:
         return sample_clip(
             self.dit,
@@ -348,6 +356,7 @@ class WanS2V:
             guide_scale=req.guide_scale,
             solver=req.solver,
             callback=callback,
+            edit=edit,
         )
 
 

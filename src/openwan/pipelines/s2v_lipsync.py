@@ -38,7 +38,7 @@ from openwan.pipelines import stages
 from openwan.pipelines.image_cond import fit_image, load_image
 from openwan.pipelines.request import RequestError
 from openwan.pipelines.s2v import S2V_FPS, S2V_NEGATIVE_PROMPT, S2VRequest, WanS2V, size_within_area
-from openwan.pipelines.s2v_clip import ClipConditions, ClipEdit, sample_clip
+from openwan.pipelines.s2v_clip import ClipConditions, ClipEdit
 
 STRENGTH_MASKED, STRENGTH_WHOLE_FRAME = 1.0, 0.6
 
@@ -159,19 +159,7 @@ def lipsync(
         )
         noise = stages.initial_noise((16, t_lat, lat_h, lat_w), s.seed + r, pipe.device)
         edit = ClipEdit(source=src_latent, keep=keep, strength=req.strength)
-        latent = sample_clip(
-            pipe.dit,
-            noise,
-            cond,
-            context,
-            context_null,
-            steps=s.steps,
-            shift=s.shift,
-            guide_scale=s.guide_scale,
-            solver=s.solver,
-            callback=callback,
-            edit=edit,
-        )
+        latent = pipe._sample(noise, cond, context, context_null, s, callback, edit)
         clip = pipe._decode(torch.cat([motion_latents, latent.unsqueeze(0).cpu()], dim=2))
         m = mask[:, :, None]  # [1, 1, 1, H, W]
         clip = m * clip[:, :, -n:] + (1 - m) * src  # outside the mask: the source pixels
