@@ -7,7 +7,9 @@ where MKL's sgemm falls back to a generic path on AMD CPUs (measured 2.1-2.3x sl
 AMD EPYC; see ``benchmarks/bench_dit.py``). oneDNN can also apply the tanh-GELU of the FFN inside
 the GEMM, saving a full pass over the [L, ffn_dim] activations.
 
-Training (autograd) and non-CPU tensors take the plain ``F.linear`` path.
+Training on the CPU runs the same kernels through :class:`_TrainLinear`, an autograd Function
+whose backward is two more oneDNN GEMMs (``dx = dy W``, ``dW = dy^T x``). Non-CPU tensors,
+autocast, tensor subclasses (FSDP2's DTensors, torchao) take the plain ``F.linear`` path.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from openwan.ops.onednn import eligible
+from openwan.ops.onednn import eligible, trainable
 
 
 @functools.cache
@@ -41,8 +43,48 @@ def linear(
         if gelu_tanh:
             return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], "tanh")
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    out = F.linear(x, weight, bias)
+    if _has_linear_kernel() and trainable(x, weight, *([] if bias is None else [bias])):
+        out = _TrainLinear.apply(x, weight, bias)
+    else:
+        out = F.linear(x, weight, bias)
     return F.gelu(out, approximate="tanh") if gelu_tanh else out
+
+
+def _gemm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b.T`` for 2-D ``a [M, K]``, ``b [N, K]`` in oneDNN."""
+    return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+
+
+class _TrainLinear(torch.autograd.Function):
+    """``x @ W^T + b`` with oneDNN GEMMs forward and backward (first-order gradients)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None  # type: ignore[attr-defined]
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors  # type: ignore[attr-defined]
+        g = grad.reshape(-1, grad.shape[-1]).contiguous()  # [M, out]
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:  # type: ignore[attr-defined]
+            gx = _gemm(g, weight.t().contiguous()).reshape(x.shape)  # dy W: [M, in]
+        if ctx.needs_input_grad[1]:  # type: ignore[attr-defined]
+            rows = x.reshape(-1, x.shape[-1])  # [M, in]
+            gw = _gemm(g.t().contiguous(), rows.t().contiguous())  # dy^T x: [out, in]
+        if ctx.has_bias and ctx.needs_input_grad[2]:  # type: ignore[attr-defined]
+            gb = g.sum(0)
+        return gx, gw, gb
 
 
 class Linear(nn.Linear):

@@ -22,3 +22,15 @@ def eligible(x: torch.Tensor, weight: torch.Tensor) -> bool:
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return False
     return bool(torch.backends.mkldnn.is_available())
+
+
+def trainable(*tensors: torch.Tensor) -> bool:
+    """Plain CPU fp32/bf16 tensors of one dtype outside autocast: an op with a hand-written
+    backward (the linear and attention leaves' autograd Functions) may run oneDNN on them."""
+    dtype = tensors[0].dtype
+    if dtype not in _FAST_DTYPES or torch.is_autocast_enabled("cpu"):
+        return False
+    for t in tensors:
+        if t.device.type != "cpu" or t.dtype != dtype or type(t) not in _PLAIN:
+            return False
+    return bool(torch.backends.mkldnn.is_available())
