@@ -1,8 +1,9 @@
 """Lip-sync editing with Wan-S2V: an existing video + new audio -> the same video, with the
 masked region (the mouth) re-generated to follow the new audio.
 
-Method. The paper applies S2V to lip-sync editing without a separate model; we edit with the
-S2V model as trained, clip by clip like generation:
+Method. The Wan-S2V paper presents precise lip-sync editing as an application of the S2V model
+but gives no procedure to follow, so this is our choice: the S2V model as trained, with no
+extra weights, run clip by clip like generation:
 
 - The source video is resampled to 16 fps and fitted to the S2V size rule; each clip of
   ``infer_frames`` frames is encoded together with its 73-frame motion history, so its latent
