@@ -1,6 +1,7 @@
 """Training stack: flow-matching math, bit-exact resume, a loss that really drops, checkpoints."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -175,3 +176,55 @@ def test_inflated_image_vae_treats_every_frame_as_the_image():
     out, ref = recon(static), recon(image)[:, :, 0]
     for f in range(9):  # a still clip decodes to the image reconstruction in every frame
         assert torch.allclose(out[:, :, f], ref, atol=1e-5), f
+
+
+def test_dit_warm_start_from_an_export_begins_at_the_exported_weights(tmp_path, tiny_vae_dir):
+    from openwan.training.flow import build, export_model, train_dit
+
+    cfg = dataclasses.replace(TINY_DIT, vae=tiny_vae_dir, run_dir=str(tmp_path / "a"))
+    result = train_dit(cfg, show_progress=False)
+    trained = _weights(result)
+    export = export_model(result, tmp_path / "export")
+    # another seed and vocabulary size: neither the random init nor a new tokenizer may leak in
+    warm = dataclasses.replace(cfg, init=str(export), seed=5, vocab_size=300)
+    model, encoder, tok_dir = build(warm, tmp_path / "b")
+    got = {f"dit.{k}": v for k, v in model.dit.state_dict().items()}
+    got.update({f"t5.{k}": v for k, v in model.text.state_dict().items()})
+    assert got.keys() == trained.keys() and all(torch.equal(got[k], trained[k]) for k in got)
+    assert all(p.requires_grad for p in model.parameters())
+    exported_vocab = (export / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8")
+    assert (tok_dir / "tokenizer.json").read_text(encoding="utf-8") == exported_vocab
+    prompt = ["a red circle moving up on a black background"]
+    assert torch.equal(encoder.tokenize(prompt)[0], result.text_encoder.tokenize(prompt)[0])
+    cold, _, _ = build(dataclasses.replace(warm, init=None), tmp_path / "c")
+    assert not torch.equal(cold.dit.patch_embedding.weight, model.dit.patch_embedding.weight)
+
+
+def test_dit_warm_start_refuses_a_different_architecture(tmp_path, tiny_vae_dir):
+    from openwan.training.flow import build, export_model, train_dit
+
+    cfg = dataclasses.replace(TINY_DIT, vae=tiny_vae_dir, run_dir=str(tmp_path / "a"), steps=1)
+    export = export_model(train_dit(cfg, show_progress=False), tmp_path / "export")
+    with pytest.raises(ValueError, match="different DiT"):
+        build(dataclasses.replace(cfg, init=str(export), num_layers=3), tmp_path / "b")
+    with pytest.raises(ValueError, match="different text encoder"):
+        build(dataclasses.replace(cfg, init=str(export), t5_ff=48), tmp_path / "c")
+    with pytest.raises(ValueError, match="no transformer/config.json"):
+        build(dataclasses.replace(cfg, init=str(tmp_path)), tmp_path / "d")
+
+
+def test_train_cli_passes_init_through_and_reports_a_bad_folder(tmp_path, tiny_vae_dir, capsys):
+    from openwan.cli.main import main
+
+    fields = dataclasses.asdict(dataclasses.replace(TINY_DIT, run_dir=str(tmp_path / "run")))
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({k: v for k, v in fields.items() if v is not None}))
+    argv = ["train", "--config", str(config), "--vae", tiny_vae_dir, "--quiet"]
+    assert main([*argv, "--init", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    # refused before the latent encoding (nothing written), in one line
+    assert err.strip() == (
+        f"openwan: error: init model {tmp_path / 'nothing'} has no transformer/config.json: "
+        "give a folder written by openwan train --export"
+    )
+    assert not (tmp_path / "run").exists()

@@ -37,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         ".jsonl; default: the procedural shapes world",
     )
     d.add_argument("--vae", default=None, help="trained VAE folder (diffusers layout)")
+    d.add_argument(
+        "--init",
+        default=None,
+        help="warm start: an exported model folder whose DiT, umT5 and tokenizer replace the "
+        "random init (e.g. the shipped src/openwan/assets/wan-tiny)",
+    )
     d.add_argument("--resume", default=None, help="checkpoint path, or 'latest' in the run dir")
     d.add_argument(
         "--export",
@@ -93,6 +99,7 @@ def run_train_dit(args: argparse.Namespace) -> int:
             "run_dir": args.run_dir,
             "steps": args.steps,
             "vae": args.vae,
+            "init": args.init,
             "dataset": args.dataset,
         },
     )

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from openwan.checkpoint.dit_format import save_dit
+from openwan.checkpoint.io import CheckpointError
 from openwan.checkpoint.vae_format import load_vae
 from openwan.configs.dit import DiTConfig
 from openwan.data.files import open_dataset
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 class DiTTrainConfig:
     run_dir: str = "runs/dit"
     vae: str | None = None  # trained VAE folder (diffusers layout)
+    # warm start: an exported model folder (transformer/, text_encoder/, tokenizer/) whose DiT,
+    # umT5 and tokenizer replace the random init (the architecture keys below must match it)
+    init: str | None = None
     dataset: str | None = None  # None: the shapes world; else a folder / metadata.csv / .jsonl
     steps: int = 2000  # length of the LR schedule
     stop_at: int | None = None  # end the run early (resume later with the same schedule)
@@ -249,7 +253,9 @@ def build(
     cfg: DiTTrainConfig, run_dir: Path, extra_text: Sequence[str] = ()
 ) -> tuple[Denoiser, T5TextEncoder, Path]:
     tok_dir = run_dir / "tokenizer"
-    if not (tok_dir / "tokenizer.json").is_file():
+    if cfg.init is not None:
+        _copy_init_tokenizer(Path(cfg.init), tok_dir)
+    elif not (tok_dir / "tokenizer.json").is_file():
         train_tokenizer(caption_corpus() + list(extra_text), tok_dir, vocab_size=cfg.vocab_size)
     from transformers import AutoTokenizer, UMT5EncoderModel
 
@@ -262,16 +268,61 @@ def build(
     )
     dit = WanModel(dit_config(cfg))
     dit.init_weights()
+    if cfg.init is not None:
+        _load_init_weights(Path(cfg.init), dit, t5)
     if cfg.grad_checkpointing:
         _forward_blocks_checkpointed(dit)
     encoder = T5TextEncoder(t5, tokenizer, cfg.text_len)
     return Denoiser(dit, t5), encoder, tok_dir
 
 
+def require_export(init: Path) -> None:
+    """Fail fast (before the latent encoding) on a warm-start folder that is not an export."""
+    for part in ("transformer/config.json", "text_encoder/config.json", "tokenizer/tokenizer.json"):
+        if not (init / part).is_file():
+            raise ValueError(
+                f"init model {init} has no {part}: give a folder written by openwan train --export"
+            )
+
+
+def _copy_init_tokenizer(init: Path, tok_dir: Path) -> None:
+    """The warm start's tokenizer (its token ids are what the exported umT5 was trained on)."""
+    require_export(init)
+    shutil.copytree(init / "tokenizer", tok_dir, dirs_exist_ok=True)
+
+
+def _load_init_weights(init: Path, dit: WanModel, t5: nn.Module) -> None:
+    """Copy an exported model's DiT and umT5 weights into the freshly built (trainable) ones."""
+    from openwan.checkpoint.dit_format import load_dit
+
+    try:
+        exported = load_dit(init / "transformer")
+        text = T5TextEncoder.from_pretrained(init).model
+    except (CheckpointError, OSError) as e:
+        raise ValueError(f"cannot warm-start from {init}: {e}") from None
+    if exported.config != dit.config:
+        raise ValueError(
+            f"init model {init} has a different DiT ({exported.config}) from the training config "
+            f"({dit.config}): set dim/ffn_dim/num_heads/num_layers/t5_dim/text_len to match it"
+        )
+    ours, theirs = t5.state_dict(), text.state_dict()
+    shapes = {k: tuple(v.shape) for k, v in ours.items()}
+    if shapes != {k: tuple(v.shape) for k, v in theirs.items()}:
+        raise ValueError(
+            f"init model {init} has a different text encoder from the training config: "
+            "set t5_dim/t5_layers/t5_heads/t5_ff to match its text_encoder/config.json"
+        )
+    with torch.no_grad():
+        dit.load_state_dict(exported.state_dict(), strict=True)
+        t5.load_state_dict(theirs, strict=True)
+
+
 def train_dit(
     cfg: DiTTrainConfig, resume: str | None = None, show_progress: bool = True
 ) -> TrainResult:
     run_dir = Path(cfg.run_dir)
+    if cfg.init is not None:
+        require_export(Path(cfg.init))
     latents, sources = latent_cache(cfg, run_dir)
     model, encoder, tok_dir = build(cfg, run_dir, [s for s in sources if isinstance(s, str)])
     opt, ema = common.optimizer_and_ema(
