@@ -67,6 +67,21 @@ def test_infer_task_recognises_official_configs():
     assert infer_task(a14.dit, a14.vae, has_experts=True).name == "t2v-A14B"
 
 
+def test_a_retrained_tiny_model_is_recognised_whatever_its_latent_statistics():
+    import json
+
+    from openwan.assets import tiny_model_dir
+    from openwan.checkpoint.vae_format import config_from_diffusers
+    from openwan.configs.tasks import TINY_DIT, TINY_VAE
+
+    retrained = TINY_VAE.replace(latent_mean=(0.5,) * 16, latent_std=(2.0,) * 16)
+    assert infer_task(TINY_DIT, retrained).name == "t2v-tiny"
+    assert infer_task(TINY_DIT, TINY_VAE.replace(dim=8, dec_dim=8)).name == "custom"
+    shipped = json.loads((tiny_model_dir() / "vae" / "config.json").read_text())
+    assert config_from_diffusers(shipped).latent_std != TINY_VAE.latent_std  # measured stats
+    assert infer_task(TINY_DIT, config_from_diffusers(shipped)).name == "t2v-tiny"
+
+
 def test_parse_size_and_unknown_task():
     assert parse_size("832*480") == (832, 480)
     with pytest.raises(ValueError, match="WIDTH\\*HEIGHT"):

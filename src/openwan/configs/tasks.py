@@ -199,7 +199,7 @@ def infer_task(dit: DiTConfig, vae: VAEConfig, *, has_experts: bool = False) -> 
     for spec in TASKS.values():
         if spec.image_output or spec.is_moe != has_experts:
             continue
-        if _same_arch(spec.dit, dit) and spec.vae == vae:
+        if _same_arch(spec.dit, dit) and _same_vae_arch(spec.vae, vae):
             return spec
     return TaskSpec(
         name="custom",
@@ -219,6 +219,13 @@ def _same_arch(a: DiTConfig, b: DiTConfig) -> bool:
     return a.replace(image_embedding=a.has_image_embedding) == b.replace(
         image_embedding=b.has_image_embedding
     )
+
+
+def _same_vae_arch(a: VAEConfig, b: VAEConfig) -> bool:
+    """Equal VAE architectures; the latent statistics are data (a retrained tiny VAE exports its
+    measured ones), so they do not decide the task."""
+    stats = {"latent_mean": (0.0,) * a.z_dim, "latent_std": (1.0,) * a.z_dim}
+    return a.z_dim == b.z_dim and a.replace(**stats) == b.replace(**stats)
 
 
 def parse_size(size: str) -> tuple[int, int]:
