@@ -228,3 +228,14 @@ def test_train_cli_passes_init_through_and_reports_a_bad_folder(tmp_path, tiny_v
         "give a folder written by openwan train --export"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_quiet_training_prints_no_progress_bars(tmp_path, tiny_vae_dir, capsys):
+    from openwan.training.flow import train_dit
+
+    cfg = dataclasses.replace(TINY_DIT, vae=tiny_vae_dir, run_dir=str(tmp_path / "q"), steps=1)
+    train_dit(cfg, show_progress=False)
+    err = capsys.readouterr().err
+    assert "encode latents" not in err and "train" not in err
+    train_dit(dataclasses.replace(cfg, run_dir=str(tmp_path / "p")), show_progress=True)
+    assert "encode latents" in capsys.readouterr().err

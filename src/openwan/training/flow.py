@@ -128,7 +128,9 @@ def _clips(cfg: DiTTrainConfig) -> Iterator[tuple[torch.Tensor, Caption]]:
         log.warning("%d dataset item(s) skipped (see the warnings above)", len(data.skipped))
 
 
-def latent_cache(cfg: DiTTrainConfig, run_dir: Path) -> tuple[torch.Tensor, list[Caption]]:
+def latent_cache(
+    cfg: DiTTrainConfig, run_dir: Path, show_progress: bool = True
+) -> tuple[torch.Tensor, list[Caption]]:
     """Encode up to ``latent_clips`` clips once (normalised VAE latents) and keep them on disk."""
     path = run_dir / "latents.safetensors"
     if path.is_file():
@@ -144,7 +146,7 @@ def latent_cache(cfg: DiTTrainConfig, run_dir: Path) -> tuple[torch.Tensor, list
     vae = load_vae(cfg.vae)
     latents: list[torch.Tensor] = []
     captions: list[Caption] = []
-    bar = common.progress(cfg.latent_clips, 0, "encode latents")
+    bar = common.progress(cfg.latent_clips, 0, "encode latents", show_progress)
 
     def flush(videos: list[torch.Tensor]) -> None:
         latents.append(vae.encode(torch.stack(videos)))
@@ -323,7 +325,7 @@ def train_dit(
     run_dir = Path(cfg.run_dir)
     if cfg.init is not None:
         require_export(Path(cfg.init))
-    latents, sources = latent_cache(cfg, run_dir)
+    latents, sources = latent_cache(cfg, run_dir, show_progress)
     model, encoder, tok_dir = build(cfg, run_dir, [s for s in sources if isinstance(s, str)])
     opt, ema = common.optimizer_and_ema(
         model, lr=cfg.lr, weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay
