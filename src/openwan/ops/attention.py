@@ -18,7 +18,7 @@ import importlib.util
 import torch
 import torch.nn.functional as F
 
-from openwan.ops.onednn import eligible
+from openwan.ops.onednn import eligible, has_linear_kernel, linear_op
 
 _HAS_FLASH = importlib.util.find_spec("flash_attn") is not None
 # Query rows per block: a block's fp32 score matrix holds about this many elements (4 MiB), so
@@ -53,18 +53,12 @@ def attention(
 
 
 def _gemm_eligible(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
-    return (
-        eligible(q, k)
-        and eligible(q, v)
-        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-        and k.shape[1] > 0
-    )
+    return eligible(q, k) and eligible(q, v) and has_linear_kernel() and k.shape[1] > 0
 
 
 def _gemm_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_lens: torch.Tensor | None
 ) -> torch.Tensor:
-    gemm = torch.ops.mkldnn._linear_pointwise  # (x [M, K], w [N, K]) -> x @ w.T, [M, N]
     b, lq, h, d = q.shape
     lk = k.shape[1]
     out = q.new_empty(b, lq, h, d)
@@ -81,7 +75,7 @@ def _gemm_attention(
             kj = k[i, :n, j].float().contiguous()  # [n, D]
             vj = v[i, :n, j].t().contiguous()  # [D, n]
             for r in range(0, lq, rows):
-                scores = gemm(qj[r : r + rows], kj, None, "none", [], "")  # [rows, n] fp32
+                scores = linear_op(qj[r : r + rows], kj)  # q k^T: [rows, n] fp32
                 p = torch.softmax(scores, dim=-1).to(q.dtype)
-                out[i, r : r + rows, j] = gemm(p, vj, None, "none", [], "")  # [rows, D]
+                out[i, r : r + rows, j] = linear_op(p, vj)  # p v: [rows, D]
     return out

@@ -14,19 +14,11 @@ autocast, tensor subclasses (FSDP2's DTensors, torchao) take the plain ``F.linea
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from openwan.ops.onednn import eligible, trainable
-
-
-@functools.cache
-def _has_linear_kernel() -> bool:
-    """oneDNN's linear op is in this torch build (checked once, at first use)."""
-    return hasattr(torch.ops.mkldnn, "_linear_pointwise")
+from openwan.ops.onednn import eligible, has_linear_kernel, linear_op, trainable
 
 
 def linear(
@@ -37,22 +29,15 @@ def linear(
     gelu_tanh: bool = False,
 ) -> torch.Tensor:
     """``x @ weight.T + bias`` (optionally followed by tanh-approximated GELU) on ``[..., in]``."""
-    if eligible(x, weight) and _has_linear_kernel():
+    if eligible(x, weight) and has_linear_kernel():
         if bias is not None and bias.dtype != x.dtype:
             bias = bias.to(x.dtype)
-        if gelu_tanh:
-            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], "tanh")
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    if _has_linear_kernel() and trainable(x, weight, *([] if bias is None else [bias])):
+        return linear_op(x, weight, bias, gelu_tanh)
+    if has_linear_kernel() and trainable(x, weight, *([] if bias is None else [bias])):
         out = _TrainLinear.apply(x, weight, bias)
     else:
         out = F.linear(x, weight, bias)
     return F.gelu(out, approximate="tanh") if gelu_tanh else out
-
-
-def _gemm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b.T`` for 2-D ``a [M, K]``, ``b [N, K]`` in oneDNN."""
-    return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
 
 
 class _TrainLinear(torch.autograd.Function):
@@ -67,7 +52,7 @@ class _TrainLinear(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None  # type: ignore[attr-defined]
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        return linear_op(x, weight, bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -78,10 +63,10 @@ class _TrainLinear(torch.autograd.Function):
         g = grad.reshape(-1, grad.shape[-1]).contiguous()  # [M, out]
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:  # type: ignore[attr-defined]
-            gx = _gemm(g, weight.t().contiguous()).reshape(x.shape)  # dy W: [M, in]
+            gx = linear_op(g, weight.t().contiguous()).reshape(x.shape)  # dy W: [M, in]
         if ctx.needs_input_grad[1]:  # type: ignore[attr-defined]
             rows = x.reshape(-1, x.shape[-1])  # [M, in]
-            gw = _gemm(g.t().contiguous(), rows.t().contiguous())  # dy^T x: [out, in]
+            gw = linear_op(g.t().contiguous(), rows.t().contiguous())  # dy^T x: [out, in]
         if ctx.has_bias and ctx.needs_input_grad[2]:  # type: ignore[attr-defined]
             gb = g.sum(0)
         return gx, gw, gb

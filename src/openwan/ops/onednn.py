@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -26,7 +28,7 @@ def eligible(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 def trainable(*tensors: torch.Tensor) -> bool:
     """Plain CPU fp32/bf16 tensors of one dtype outside autocast: an op with a hand-written
-    backward (the linear and attention leaves' autograd Functions) may run oneDNN on them."""
+    backward (the linear leaf's autograd Function) may run oneDNN on them."""
     dtype = tensors[0].dtype
     if dtype not in _FAST_DTYPES or torch.is_autocast_enabled("cpu"):
         return False
@@ -34,3 +36,18 @@ def trainable(*tensors: torch.Tensor) -> bool:
         if t.device.type != "cpu" or t.dtype != dtype or type(t) not in _PLAIN:
             return False
     return bool(torch.backends.mkldnn.is_available())
+
+
+@functools.cache
+def has_linear_kernel() -> bool:
+    """oneDNN's linear op is in this torch build (checked once, at first use)."""
+    return hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def linear_op(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, gelu_tanh: bool = False
+) -> torch.Tensor:
+    """oneDNN's ``x @ weight.T + bias`` on ``[..., K]`` x ``[N, K]`` (optionally with tanh-GELU)."""
+    if gelu_tanh:
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu", [], "tanh")
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
