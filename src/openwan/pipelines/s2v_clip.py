@@ -78,11 +78,15 @@ class ClipEdit:
     strength: float = 1.0  # (0, 1]: 1 starts from (almost) pure noise
 
 
-def _edited(model_fn: ModelFn, edit: ClipEdit, sigmas: torch.Tensor) -> ModelFn:
+def _edited(
+    model_fn: ModelFn, source: torch.Tensor, keep: torch.Tensor, sigmas: torch.Tensor
+) -> ModelFn:
+    """``model_fn`` with the velocity pointing at ``source`` where ``keep`` (both already on the
+    latent's device)."""
+
     def fn(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
         v = model_fn(x, t, i)
-        to_source = (x.float() - edit.source.to(x.device)) / sigmas[i]
-        return torch.where(edit.keep.to(x.device), to_source, v)
+        return torch.where(keep, (x.float() - source) / sigmas[i], v)
 
     return fn
 
@@ -114,9 +118,10 @@ def sample_clip(
             raise ValueError(f"edit strength must be in (0, 1], got {edit.strength}")
         start = steps - max(1, round(steps * edit.strength))
         schedule = Schedule(schedule.sigmas[start:], schedule.timesteps[start:])
+        source = edit.source.to(noise)
         sigma = schedule.sigmas[0]
-        x = (1 - sigma) * edit.source.to(noise) + sigma * noise
-        model_fn = _edited(model_fn, edit, schedule.sigmas)
+        x = (1 - sigma) * source + sigma * noise
+        model_fn = _edited(model_fn, source, edit.keep.to(noise.device), schedule.sigmas)
     total = schedule.steps
 
     def on_step(i: int, x: torch.Tensor) -> None:
