@@ -12,7 +12,6 @@ end together; written atomically.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 from openwan.checkpoint.io import atomic_path
-from openwan.io.video import MediaError, to_uint8_frames
+from openwan.io.video import MediaError, add_h264_stream, mp4_frames, mux_h264
 
 SPEECH_RATE = 16000
 MIN_SOURCE_RATE = 8000
@@ -100,32 +99,17 @@ def save_video_with_audio(
     """Write H.264 + AAC mp4 atomically; ``audio`` (mono float) is fitted to the video length."""
     import av
 
-    frames = to_uint8_frames(video)
-    if frames.shape[0] == 0:
-        raise ValueError("cannot write a video with no frames")
-    path = Path(path)
-    if path.suffix.lower() != ".mp4":
-        raise ValueError(f"video output must end in .mp4, got {path.name}")
+    frames, path = mp4_frames(video, path)
     n_audio = round(frames.shape[0] / fps * audio_rate)
     track = np.zeros(n_audio, np.float32)
     track[: min(n_audio, audio.shape[0])] = audio[:n_audio]
-    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2  # yuv420p needs even sides
-    if pad_h or pad_w:
-        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     try:
         with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
-            if metadata:
-                container.metadata["comment"] = json.dumps(metadata, ensure_ascii=False)
-            vstream = container.add_stream("libx264", rate=fps)
-            vstream.width, vstream.height = frames.shape[2], frames.shape[1]
-            vstream.pix_fmt = "yuv420p"
-            vstream.options = {"crf": str(crf), "preset": "medium"}
+            vstream = add_h264_stream(container, frames, fps, crf, metadata)
             astream = container.add_stream("aac", rate=audio_rate)
             astream.layout = "mono"
             astream.bit_rate = 192_000
-            for frame in frames:
-                container.mux(vstream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-            container.mux(vstream.encode())
+            mux_h264(container, vstream, frames)
             block = 1024  # AAC frame size
             for start in range(0, n_audio, block):
                 chunk = track[start : start + block][None]  # [1, n]

@@ -37,6 +37,43 @@ def to_uint8_frames(video: torch.Tensor | np.ndarray) -> np.ndarray:
     return x.to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()  # [F, H, W, 3]
 
 
+def mp4_frames(video: torch.Tensor | np.ndarray, path: str | Path) -> tuple[np.ndarray, Path]:
+    """The uint8 frames ``[F, H, W, 3]`` to encode, padded to even sides (yuv420p needs them; edge
+    replication rather than failing), and the checked ``.mp4`` path."""
+    frames = to_uint8_frames(video)
+    if frames.shape[0] == 0:
+        raise ValueError("cannot write a video with no frames")
+    path = Path(path)
+    if path.suffix.lower() != ".mp4":
+        raise ValueError(f"video output must end in .mp4, got {path.name}")
+    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
+    if pad_h or pad_w:
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    return frames, path
+
+
+def add_h264_stream(
+    container: Any, frames: np.ndarray, fps: int, crf: int, metadata: dict[str, Any] | None
+) -> Any:
+    """The H.264 (yuv420p) stream of an open mp4 container; ``metadata`` goes to its comment tag."""
+    if metadata:
+        container.metadata["comment"] = json.dumps(metadata, ensure_ascii=False)
+    stream = container.add_stream("libx264", rate=fps)
+    stream.width, stream.height = frames.shape[2], frames.shape[1]
+    stream.pix_fmt = "yuv420p"
+    stream.options = {"crf": str(crf), "preset": "medium"}
+    return stream
+
+
+def mux_h264(container: Any, stream: Any, frames: np.ndarray) -> None:
+    """Encode every frame into ``stream`` and flush the encoder."""
+    import av
+
+    for frame in frames:
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+    container.mux(stream.encode())
+
+
 def save_video(
     video: torch.Tensor | np.ndarray,
     path: str | Path,
@@ -48,30 +85,11 @@ def save_video(
     """Write an H.264 mp4 (yuv420p) atomically; ``metadata`` is stored as JSON in the comment tag."""
     import av
 
-    frames = to_uint8_frames(video)
-    num, height, width, _ = frames.shape
-    if num == 0:
-        raise ValueError("cannot write a video with no frames")
-    path = Path(path)
-    if path.suffix.lower() != ".mp4":
-        raise ValueError(f"video output must end in .mp4, got {path.name}")
-    # yuv420p needs even sides; pad by edge replication rather than failing
-    pad_h, pad_w = height % 2, width % 2
-    if pad_h or pad_w:
-        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    frames, path = mp4_frames(video, path)
     try:
         with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
-            if metadata:
-                container.metadata["comment"] = json.dumps(metadata, ensure_ascii=False)
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width = frames.shape[2]
-            stream.height = frames.shape[1]
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf), "preset": "medium"}
-            for frame in frames:
-                packet = stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24"))
-                container.mux(packet)
-            container.mux(stream.encode())
+            stream = add_h264_stream(container, frames, fps, crf, metadata)
+            mux_h264(container, stream, frames)
     except OSError as e:
         raise MediaError(f"cannot write {path}: {e.strerror or e}") from None
     return path
