@@ -2,13 +2,19 @@
 
 Everything is deterministic in (seed, index). A fixed list of held-out (colour, shape, motion)
 combinations never appears in training; ShapesBench scores seen and held-out prompts apart.
+
+A clip holds one shape, or two (``ShapesWorld(two_shapes=p)``: a share ``p`` of the clips) with
+their own colours and motions. The two are laid out so they never touch: stacked (top / bottom)
+when either moves sideways, side by side when either moves up or down; a pair never mixes a
+sideways and an up/down motion, whose paths would cross.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,6 +67,15 @@ EN_TEMPLATES = (
 )
 ZH_TEMPLATES = ("{color}的{shape}在{bg}背景上{motion}", "{bg}背景上，一个{color}的{shape}{motion}",
                 "一个{color}{shape}{motion}，背景是{bg}")  # fmt: skip
+# two shapes: {a} and {b} are the shapes' own phrases, EN "a red circle moving up" (or, after
+# "is", the motion alone), ZH "红色的圆形向上移动"
+EN_PAIR_TEMPLATES = (
+    "{a} and {b} on a {bg} background",
+    "{a}, {b}, {bg} background",
+    "on a {bg} background, {a} and {b}",
+)
+ZH_PAIR_TEMPLATES = ("{a}，{b}，背景是{bg}", "{bg}背景上，{a}，{b}", "在{bg}背景上，{a}，{b}")
+SIDEWAYS, UPDOWN = ("left", "right"), ("up", "down")
 
 HELDOUT_FILE = Path(__file__).with_name("heldout.json")
 
@@ -79,10 +94,22 @@ class Scene:
     x0: float = 0.5  # centre in [0, 1] where the motion is centred
     y0: float = 0.5
     radius: float = 0.15  # fraction of the frame size
+    companion: Scene | None = None  # a second shape (its own background field is unused)
 
     @property
     def combo(self) -> tuple[str, str, str]:
         return (self.color, self.shape, self.motion)
+
+    @property
+    def items(self) -> tuple[Scene, ...]:
+        """The shapes of the clip: this one, then the companion if any."""
+        return (self,) if self.companion is None else (self, self.companion)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Scene:
+        """The inverse of ``dataclasses.asdict`` (the latent cache stores scenes as JSON)."""
+        comp = d.get("companion")
+        return cls(**{**d, "companion": None if comp is None else cls.from_dict(comp)})
 
 
 def allowed(color: str, background: str) -> bool:
@@ -106,8 +133,74 @@ def sample_scene(rng: np.random.Generator, split: str = "train") -> Scene:
         )  # fmt: skip
 
 
+def compatible(a: str, b: str) -> bool:
+    """Two motions one clip may hold: never one sideways and one up/down (the paths cross)."""
+    return not ((a in SIDEWAYS and b in UPDOWN) or (a in UPDOWN and b in SIDEWAYS))
+
+
+def place_pair(rng: np.random.Generator, first: Scene, second: Scene) -> Scene:
+    """``first`` with ``second`` as companion, both at positions where they never touch."""
+    motions = (first.motion, second.motion)
+    if any(m in SIDEWAYS for m in motions):
+        stacked = True
+    elif any(m in UPDOWN for m in motions):
+        stacked = False
+    else:
+        stacked = bool(rng.random() < 0.5)
+    lanes = (0.26, 0.74) if stacked else (0.25, 0.75)
+    order = rng.permutation(2)
+    placed = []
+    for item, lane in zip((first, second), (lanes[order[0]], lanes[order[1]])):
+        across = float(rng.uniform(0.42, 0.58))
+        x0, y0 = (across, lane) if stacked else (lane, across)
+        placed.append(replace(item, x0=x0, y0=y0, radius=float(rng.uniform(0.08, 0.11))))
+    return replace(placed[0], companion=replace(placed[1], background=None, companion=None))
+
+
+def place(scene: Scene, rng: np.random.Generator) -> Scene:
+    """A parsed scene with positions and sizes drawn like the world's (for rendering it)."""
+    if scene.companion is not None:
+        return place_pair(rng, scene, scene.companion)
+    return replace(
+        scene, x0=float(rng.uniform(0.4, 0.6)), y0=float(rng.uniform(0.4, 0.6)),
+        radius=float(rng.uniform(0.12, 0.17)),
+    )  # fmt: skip
+
+
+def sample_pair(rng: np.random.Generator, first: Scene, split: str = "train") -> Scene:
+    """Add a second shape to ``first``: another colour, a compatible motion, and a combo that is
+    not held out (a held-out pair is one whose first shape is held out)."""
+    held = heldout_combos()
+    bg = first.background or "black"
+    while True:
+        color = str(rng.choice(list(COLORS)))
+        shape = str(rng.choice(SHAPES))
+        motion = str(rng.choice(MOTIONS))
+        if color == first.color or not allowed(color, bg) or not compatible(first.motion, motion):
+            continue
+        if (color, shape, motion) in held:
+            continue
+        return place_pair(rng, first, Scene(color, shape, motion, None))
+
+
+def _item_phrase(item: Scene, lang: str, variant: int, after_is: bool) -> str:
+    if lang == "en":
+        motion = EN_MOTIONS[item.motion][variant % 3]
+        return f"a {item.color} {item.shape} {'is ' if after_is else ''}{motion}"
+    return f"{ZH_COLORS[item.color]}的{ZH_SHAPES[item.shape]}{ZH_MOTIONS[item.motion][variant % 3]}"
+
+
 def caption(scene: Scene, lang: str = "en", variant: int = 0) -> str:
     bg = scene.background or "black"
+    if scene.companion is not None:
+        templates = EN_PAIR_TEMPLATES if lang == "en" else ZH_PAIR_TEMPLATES
+        tpl = templates[variant % len(templates)]
+        is_form = lang == "en" and variant % len(templates) == 2
+        a, b = (
+            _item_phrase(item, lang, variant // len(templates) + k, is_form)
+            for k, item in enumerate(scene.items)
+        )
+        return tpl.format(a=a, b=b, bg=bg if lang == "en" else ZH_BACKGROUNDS[bg])
     if lang == "en":
         tpl = EN_TEMPLATES[variant % len(EN_TEMPLATES)]
         motion = EN_MOTIONS[scene.motion][(variant // len(EN_TEMPLATES)) % 3]
@@ -118,8 +211,9 @@ def caption(scene: Scene, lang: str = "en", variant: int = 0) -> str:
                       bg=ZH_BACKGROUNDS[bg])  # fmt: skip
 
 
-def caption_corpus() -> list[str]:
-    """Every caption phrasing of every scene (for training the tokenizer)."""
+def caption_corpus(pairs: bool = False) -> list[str]:
+    """Every caption phrasing of every one-shape scene (for training the tokenizer), and with
+    ``pairs`` every two-shape phrasing too (kept apart: the shipped tokenizer predates them)."""
     out = []
     for color in COLORS:
         for shape in SHAPES:
@@ -127,34 +221,60 @@ def caption_corpus() -> list[str]:
                 for bg in BACKGROUNDS:
                     s = Scene(color, shape, motion, bg)
                     out += [caption(s, lang, v) for lang in ("en", "zh") for v in range(9)]
+    if not pairs:
+        return out
+    # two-shape phrasings: every template and connective, for a few pairs
+    combos = [("red", "circle", "right"), ("blue", "square", "static"), ("green", "triangle", "up"),
+             ("yellow", "circle", "growing"), ("cyan", "square", "down")]  # fmt: skip
+    for (c1, s1, m1), (c2, s2, m2) in zip(combos, combos[1:] + combos[:1]):
+        pair = Scene(c1, s1, m1, "gray", companion=Scene(c2, s2, m2, None))
+        out += [caption(pair, lang, v) for lang in ("en", "zh") for v in range(9)]
     return out
 
 
+def _hits(text: str, table: dict[str, tuple[str, ...]]) -> list[tuple[int, int, str]]:
+    """Every (start, end, key) where one of a key's phrases occurs in ``text``."""
+    out = []
+    for key, phrases in table.items():
+        for p in phrases:
+            start = text.find(p)
+            while start >= 0:
+                out.append((start, start + len(p), key))
+                start = text.find(p, start + 1)
+    return sorted(out)
+
+
 def parse_prompt(text: str) -> Scene | None:
-    """Recover colour, shape, motion (and background if named) from an EN or ZH prompt."""
+    """Recover colour, shape, motion (and background if named) from an EN or ZH prompt; a prompt
+    naming two shapes gives a scene with a companion (each shape takes the colour word before it
+    and the motion phrase after it)."""
     t = text.lower()
-
-    def find(table: dict[str, tuple[str, ...]]) -> str | None:
-        hits = [(t.find(p), k) for k, ps in table.items() for p in ps if p in t]
-        return min(hits)[1] if hits else None
-
     bg = None
     for key, zh in ZH_BACKGROUNDS.items():
         if f"{key} background" in t or f"背景是{zh}" in t or f"{zh}背景" in t:
             bg = key
-    shape = find({k: (k, ZH_SHAPES[k]) for k in SHAPES})
-    # colour: the first colour word that is not the background's
-    colors = {k: (k, ZH_COLORS[k]) for k in COLORS}
-    stripped = t
+    stripped = t  # without the background phrase, whose colour word is not a shape's
     if bg is not None:
-        stripped = stripped.replace(f"{bg} background", "").replace(f"{ZH_BACKGROUNDS[bg]}背景", "")
-        stripped = stripped.replace(f"背景是{ZH_BACKGROUNDS[bg]}", "")
-    hits = [(stripped.find(p), k) for k, ps in colors.items() for p in ps if p in stripped]
-    color = min(hits)[1] if hits else None
-    motion = find({k: EN_MOTIONS[k] + ZH_MOTIONS[k] for k in MOTIONS})
-    if color is None or shape is None or motion is None:
+        zh = ZH_BACKGROUNDS[bg]
+        for phrase in (f"{bg} background", f"{zh}背景", f"背景是{zh}"):
+            stripped = stripped.replace(phrase, " " * len(phrase))  # keep the positions
+    shapes = _hits(stripped, {k: (k, ZH_SHAPES[k]) for k in SHAPES})
+    colors = _hits(stripped, {k: (k, ZH_COLORS[k]) for k in COLORS})
+    motions = _hits(stripped, {k: EN_MOTIONS[k] + ZH_MOTIONS[k] for k in MOTIONS})
+    if not shapes or not colors or not motions:
         return None
-    return Scene(color, shape, motion, bg)
+    if len(shapes) == 1:  # one shape: the first colour and motion words, wherever they are
+        return Scene(colors[0][2], shapes[0][2], motions[0][2], bg)
+    items = []
+    for k, (start, end, shape) in enumerate(shapes[:2]):
+        prev_end = shapes[k - 1][1] if k else 0
+        nxt = shapes[k + 1][0] if k + 1 < len(shapes) else len(stripped)
+        color = [c for c in colors if prev_end <= c[0] < start]
+        motion = [m for m in motions if end <= m[0] < nxt]
+        if not color or not motion:
+            return None
+        items.append(Scene(color[-1][2], shape, motion[0][2], bg if k == 0 else None))
+    return replace(items[0], companion=items[1])
 
 
 # ------------------------------------------------------------------------------ rendering
@@ -200,9 +320,10 @@ def render(scene: Scene, frames: int = 17, size: int = 64) -> np.ndarray:
     """uint8 video ``[F, H, W, 3]``."""
     bg = np.array(BACKGROUNDS[scene.background or "black"], dtype=np.uint8)
     video = np.broadcast_to(bg, (frames, size, size, 3)).copy()
-    color = np.array(COLORS[scene.color], dtype=np.uint8)
-    for f, (x, y, r) in enumerate(zip(*trajectory(scene, frames))):
-        video[f][shape_mask(scene.shape, x, y, r, size)] = color
+    for item in scene.items:
+        color = np.array(COLORS[item.color], dtype=np.uint8)
+        for f, (x, y, r) in enumerate(zip(*trajectory(item, frames))):
+            video[f][shape_mask(item.shape, x, y, r, size)] = color
     return video
 
 
@@ -215,13 +336,25 @@ class ShapesWorld:
     """An endless, deterministic dataset of (video, caption, scene)."""
 
     def __init__(
-        self, seed: int = 0, frames: int = 17, size: int = 64, split: str = "train"
+        self,
+        seed: int = 0,
+        frames: int = 17,
+        size: int = 64,
+        split: str = "train",
+        two_shapes: float = 0.0,
     ) -> None:
+        if not 0.0 <= two_shapes <= 1.0:
+            raise ValueError(f"two_shapes is a share of the clips in [0, 1], got {two_shapes}")
         self.seed, self.frames, self.size, self.split = seed, frames, size, split
+        self.two_shapes = two_shapes
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, str, Scene]:
         rng = np.random.default_rng([self.seed, index])
         scene = sample_scene(rng, self.split)
         lang = "en" if rng.random() < 0.5 else "zh"
-        text = caption(scene, lang, int(rng.integers(0, 9)))
+        variant = int(rng.integers(0, 9))
+        # drawn after the one-shape draws, so two_shapes=0 keeps every earlier clip unchanged
+        if self.two_shapes > 0 and rng.random() < self.two_shapes:
+            scene = sample_pair(rng, scene, self.split)
+        text = caption(scene, lang, variant)
         return render(scene, self.frames, self.size), text, scene

@@ -59,6 +59,7 @@ class DiTTrainConfig:
     frames: int = 17
     size: int = 64
     latent_clips: int = 2048
+    two_shapes: float = 0.0  # share of shapes-world clips with two shapes
     grad_checkpointing: bool = False
     log_every: int = 10
     ckpt_every: int = 250
@@ -114,7 +115,10 @@ Caption = Scene | str
 
 def _clips(cfg: DiTTrainConfig) -> Iterator[tuple[torch.Tensor, Caption]]:
     if cfg.dataset is None:
-        world = ShapesWorld(seed=cfg.seed + 1, frames=cfg.frames, size=cfg.size, split="train")
+        world = ShapesWorld(
+            seed=cfg.seed + 1, frames=cfg.frames, size=cfg.size, split="train",
+            two_shapes=cfg.two_shapes,
+        )  # fmt: skip
         for i in range(cfg.latent_clips):
             video, _, scene = world[i]
             yield to_tensor(video), scene
@@ -138,7 +142,7 @@ def latent_cache(
         meta = json.loads((run_dir / "latents.json").read_text(encoding="utf-8"))
         if data["latents"].shape[0] == cfg.latent_clips or cfg.dataset is not None:
             log.info("reusing the latent cache %s (delete it to encode again)", path)
-            return data["latents"], [s if isinstance(s, str) else Scene(**s) for s in meta]
+            return data["latents"], [s if isinstance(s, str) else Scene.from_dict(s) for s in meta]
     if cfg.vae is None:
         raise ValueError(
             "training the DiT needs a trained VAE: pass --vae <folder> (see openwan train-vae)"
@@ -258,7 +262,8 @@ def build(
     if cfg.init is not None:
         _copy_init_tokenizer(Path(cfg.init), tok_dir)
     elif not (tok_dir / "tokenizer.json").is_file():
-        train_tokenizer(caption_corpus() + list(extra_text), tok_dir, vocab_size=cfg.vocab_size)
+        corpus = caption_corpus(pairs=cfg.two_shapes > 0) + list(extra_text)
+        train_tokenizer(corpus, tok_dir, vocab_size=cfg.vocab_size)
     from transformers import AutoTokenizer, UMT5EncoderModel
 
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)

@@ -32,6 +32,7 @@ class VAETrainConfig:
     batch_size: int = 4
     frames: int = 9  # 4n+1: frame 0 plus two causal chunks
     size: int = 64
+    two_shapes: float = 0.0  # share of shapes-world clips with two shapes
     lr: float = 1e-3
     warmup: int = 30
     weight_decay: float = 0.0
@@ -142,7 +143,10 @@ def batch(world: ShapesWorld, step: int, size: int) -> torch.Tensor:
 def clip_source(cfg: VAETrainConfig) -> Callable[[int], torch.Tensor]:
     """``step -> batch``: the shapes world, or clips of a dataset on disk taken in turn."""
     if cfg.dataset is None:
-        world = ShapesWorld(seed=cfg.seed, frames=cfg.frames, size=cfg.size, split="train")
+        world = ShapesWorld(
+            seed=cfg.seed, frames=cfg.frames, size=cfg.size, split="train",
+            two_shapes=cfg.two_shapes,
+        )  # fmt: skip
         return lambda step: batch(world, step, cfg.batch_size)
     data = open_dataset(cfg.dataset, frames=cfg.frames, size=cfg.size)
     clips = [clip for clip, _ in itertools.islice(data, cfg.dataset_clips)]
