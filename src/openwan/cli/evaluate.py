@@ -16,6 +16,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                     help="model folder (default: the embedded tiny model)")  # fmt: skip
     sb.add_argument("--task", default=None)
     sb.add_argument("--prompts", type=int, default=10, help="prompts per split (seen / held-out)")
+    sb.add_argument(
+        "--two-shape-prompts",
+        "--two_shape_prompts",
+        dest="two_shape_prompts",
+        type=int,
+        default=0,
+        help="two-shape prompts per split (seen-2 / held-out-2), scored apart",
+    )
     sb.add_argument("--languages", default="en,zh")
     sb.add_argument("--steps", type=int, default=None)
     sb.add_argument("--seed", type=int, default=0)
@@ -38,7 +46,7 @@ def run_shapesbench_cmd(args: argparse.Namespace) -> int:
         def generate(prompt: str, seed: int) -> np.ndarray:
             scene = shapes.parse_prompt(prompt)
             assert scene is not None
-            return shapes.render(scene)
+            return shapes.render(shapes.place(scene, np.random.default_rng(seed)))
 
     else:
         from openwan.pipelines.t2v import WanT2V
@@ -50,11 +58,15 @@ def run_shapesbench_cmd(args: argparse.Namespace) -> int:
 
     langs = tuple(x.strip() for x in args.languages.split(",") if x.strip())
     bar = tqdm(
-        total=2 * args.prompts * len(langs), desc="shapesbench", unit="video", file=sys.stderr
+        total=2 * (args.prompts + args.two_shape_prompts) * len(langs),
+        desc="shapesbench",
+        unit="video",
+        file=sys.stderr,
     )
     report = run_shapesbench(
         generate,
         n_prompts_per_split=args.prompts,
+        n_two_shapes=args.two_shape_prompts,
         languages=langs,
         seed=args.seed,
         progress=lambda i, n: bar.update(1),
