@@ -9,7 +9,8 @@ the GEMM, saving a full pass over the [L, ffn_dim] activations.
 
 Training on the CPU runs the same kernels through :class:`_TrainLinear`, an autograd Function
 whose backward is two more oneDNN GEMMs (``dx = dy W``, ``dW = dy^T x``). Non-CPU tensors,
-autocast, tensor subclasses (FSDP2's DTensors, torchao) take the plain ``F.linear`` path.
+autocast, tensor subclasses (FSDP2's DTensors, torchao) and code being traced by
+``torch.compile`` (inductor then picks its own GEMM) take the plain ``F.linear`` path.
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ def linear(
         if bias is not None and bias.dtype != x.dtype:
             bias = bias.to(x.dtype)
         return linear_op(x, weight, bias, gelu_tanh)
-    if has_linear_kernel() and trainable(x, weight, *([] if bias is None else [bias])):
+    if (
+        has_linear_kernel()
+        and not torch.compiler.is_compiling()  # dynamo cannot trace the Function's oneDNN op
+        and trainable(x, weight, *([] if bias is None else [bias]))
+    ):
         out = _TrainLinear.apply(x, weight, bias)
     else:
         out = F.linear(x, weight, bias)

@@ -7,6 +7,7 @@ checkpoint only needs the weights, the optimizer, the EMA and the step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -51,6 +52,13 @@ def load_config(
         if isinstance(value, list):
             raw[key] = tuple(value)
     return cls(**raw)
+
+
+def autocast(precision: str, device: str = "cpu") -> contextlib.AbstractContextManager[Any]:
+    """The forward's autocast for a training ``precision`` ("fp32" or "bf16")."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def lr_at(step: int, base: float, warmup: int, total: int, min_ratio: float = 0.1) -> float:

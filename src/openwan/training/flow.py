@@ -61,6 +61,10 @@ class DiTTrainConfig:
     latent_clips: int = 2048
     two_shapes: float = 0.0  # share of shapes-world clips with two shapes
     grad_checkpointing: bool = False
+    # "fp32", or "bf16": bf16 autocast around the forward (fp32 master weights, optimizer and
+    # loss); on this project's 2-core CPU it trains the tiny DiT 1.4x faster
+    precision: str = "fp32"
+    compile: bool = False  # regional torch.compile of the DiT blocks (1.2x more with bf16 here)
     log_every: int = 10
     ckpt_every: int = 250
     # DiT
@@ -191,7 +195,7 @@ def flow_loss(
     s = sigma.view(-1, 1, 1, 1, 1)
     xt = (1 - s) * x0 + s * noise
     v = dit(xt, sigma * 1000, context)
-    return F.mse_loss(v, noise - x0)
+    return F.mse_loss(v.float(), noise - x0)
 
 
 @dataclass
@@ -279,6 +283,10 @@ def build(
         _load_init_weights(Path(cfg.init), dit, t5)
     if cfg.grad_checkpointing:
         _forward_blocks_checkpointed(dit)
+    if cfg.compile:
+        from openwan.runtime.compile import apply_compile
+
+        apply_compile(dit)  # logs why when it stays eager
     encoder = T5TextEncoder(t5, tokenizer, cfg.text_len)
     return Denoiser(dit, t5), encoder, tok_dir
 
@@ -328,6 +336,7 @@ def train_dit(
     cfg: DiTTrainConfig, resume: str | None = None, show_progress: bool = True
 ) -> TrainResult:
     run_dir = Path(cfg.run_dir)
+    common.autocast(cfg.precision)  # a bad value fails here, before any work
     if cfg.init is not None:
         require_export(Path(cfg.init))
     latents, sources = latent_cache(cfg, run_dir, show_progress)
@@ -345,7 +354,8 @@ def train_dit(
         for group in opt.param_groups:
             group["lr"] = common.lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
         batch = step_batch(cfg, step, latents, sources)
-        loss = flow_loss(model.dit, encode_texts(encoder, batch.texts), *batch.tensors())
+        with common.autocast(cfg.precision):
+            loss = flow_loss(model.dit, encode_texts(encoder, batch.texts), *batch.tensors())
         common.optimizer_step(model, opt, ema, loss, bar)
         if (step + 1) % cfg.log_every == 0:
             metrics.write({"step": step + 1, "loss": loss.item(), "time": time.perf_counter() - t0})
