@@ -153,12 +153,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     )
     os.close(fd)
     tmp_path = Path(tmp)
-    # mkstemp creates 0600 files; give the result the permissions a plain open() would
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
+        # mkstemp creates 0600 files, and so do some writers (safetensors replaces the file):
+        # give the result the permissions a plain open() would, once it is written
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
