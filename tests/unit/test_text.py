@@ -155,3 +155,44 @@ def test_count_tokens_and_missing_folder(tmp_path, tokenizer_dir):
     assert enc.encode([long])[0].shape[0] == 8  # truncated like the official tokenizer call
     with pytest.raises(CheckpointError, match="no text encoder"):
         T5TextEncoder.from_pretrained(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_streamed_encoder_reads_blocks_from_the_file_and_gives_the_same_features(
+    tmp_path, tokenizer_dir, dtype
+):
+    import shutil
+
+    official = tmp_path / "official"
+    official.mkdir()
+    make_official_dir(official, tokenizer_dir)
+    resident = T5TextEncoder.from_pretrained(official, text_len=24, dtype=dtype)
+    diff = tmp_path / "diffusers"
+    resident.model.save_pretrained(str(diff / "text_encoder"))
+    shutil.copytree(tokenizer_dir, diff / "tokenizer")
+    prompts = ["a red circle moving from left to right", "蓝色的正方形"]
+    want = resident.encode(prompts)
+    for folder in (official, diff):
+        enc = T5TextEncoder.from_pretrained(folder, text_len=24, dtype=dtype, stream=True)
+        assert enc.streamed and not resident.streamed
+        blocks = enc.model.encoder.block
+        assert all(p.is_meta for p in blocks.parameters())  # nothing read yet
+        enc.to("cpu")  # a no-op, not an error on the meta weights
+        got = enc.encode(prompts)
+        assert all(torch.equal(a, b) and a.dtype == dtype for a, b in zip(want, got))
+        assert all(p.is_meta for p in blocks.parameters())  # each block dropped after use
+        assert got[0].shape[0] != got[1].shape[0]
+
+
+def test_streamed_encoder_refuses_a_block_missing_a_weight_before_any_encode(
+    tmp_path, tokenizer_dir
+):
+    from openwan.checkpoint.io import CheckpointError
+
+    sd = make_official_dir(tmp_path, tokenizer_dir)
+    torch.save(
+        {k: v for k, v in sd.items() if k != "blocks.1.ffn.fc2.weight"},
+        tmp_path / "models_t5_umt5-xxl-enc-bf16.pth",
+    )
+    with pytest.raises(CheckpointError, match="umT5 encoder layout"):
+        T5TextEncoder.from_pretrained(tmp_path, text_len=24, stream=True)

@@ -277,6 +277,7 @@ def _generate(args: argparse.Namespace, session: Any) -> int:
         dtype=dtype,
         offload_model=offload != "none",
         t5_cpu=args.t5_cpu or offload == "block",
+        text_stream=offload == "block",
     )
     vace_pipe = None
     if pipe.dit.config.is_vace or sources is not None:

@@ -38,7 +38,8 @@ def add_speed_args(p: argparse.ArgumentParser, flag: Any) -> None:
         default=None,
         choices=["none", "model", "block"],
         help="model: models on the CPU when idle (official --offload_model); block: also "
-        "stream DiT blocks to the device one at a time with prefetch, umT5 on the CPU "
+        "stream DiT blocks to the device one at a time with prefetch, and run umT5 on the CPU "
+        "reading its weights from the file one block at a time (~1 GB of RAM instead of 11 GB) "
         "(default: from --offload-model)",
     )
     flag(p, "compile", action="store_true", help="torch.compile the DiT blocks (regional)")

@@ -105,6 +105,7 @@ class WanI2V:
         text_dtype: torch.dtype | None = None,
         offload_model: bool = False,
         t5_cpu: bool = False,
+        text_stream: bool = False,
     ) -> WanI2V:
         """Load from an official or a diffusers checkpoint folder.
 
@@ -122,6 +123,7 @@ class WanI2V:
             dtype=dtype,
             text_dtype=text_dtype,
             offload_model=offload_model,
+            text_stream=text_stream,
         )
         dit, files, dev, load_dev = m.dit, m.files, m.device, m.load_device
         clip = None

@@ -74,11 +74,14 @@ class WanT2V:
         text_dtype: torch.dtype | None = None,
         offload_model: bool = False,
         t5_cpu: bool = False,
+        text_stream: bool = False,
     ) -> WanT2V:
         """Load from an official or a diffusers checkpoint folder (or the embedded tiny model).
 
         ``dtype`` is the DiT weight dtype (fp32 on CPU by default, bf16 on CUDA); the VAE runs in fp32
         and the text encoder in ``text_dtype`` (bf16 for the official umT5-XXL, as the reference).
+        ``text_stream`` leaves the text encoder's weights in their file, read one block at a time
+        per prompt (what ``--offload block`` does; see :meth:`T5TextEncoder.from_pretrained`).
         """
         if path is None:
             from openwan.assets import tiny_model_dir
@@ -92,6 +95,7 @@ class WanT2V:
             dtype=dtype,
             text_dtype=text_dtype,
             offload_model=offload_model,
+            text_stream=text_stream,
         )
         return cls(
             m.spec,
