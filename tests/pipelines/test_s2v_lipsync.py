@@ -118,6 +118,65 @@ def test_whole_frame_edit_and_audio_shorter_than_video(setup, tmp_path, monkeypa
     assert float((video - source[:, :8]).abs().mean()) > 0.01  # no mask: every pixel re-made
 
 
+def _req(root, **kw):
+    return lipsync_request(
+        "a face talking", root / "new.wav", root / "talk.mp4", max_area=64 * 64,
+        infer_frames=8, steps=2, seed=1, **kw,
+    )  # fmt: skip
+
+
+def test_interrupted_lipsync_resumes_after_the_last_finished_clip(setup, tmp_path, monkeypatch):
+    root, pipe = setup
+    full = _run(pipe, root, tmp_path / "full.mp4", monkeypatch, mask=root / "mouth.png")
+    assert not (tmp_path / "full.mp4.parts").exists()  # removed once the output is written
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(r, n):
+        if r == 0:
+            raise Stop
+
+    out = tmp_path / "cut.mp4"
+    with pytest.raises(Stop):
+        lipsync(pipe, _req(root, mask=root / "mouth.png"), out, on_clip=stop_after_first)
+    assert not out.exists() and (tmp_path / "cut.mp4.parts" / "clip_0000.safetensors").is_file()
+    calls = []
+    hook = pipe.dit.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        resumed = _run(pipe, root, out, monkeypatch, mask=root / "mouth.png")
+    finally:
+        hook.remove()
+    assert len(calls) == 2 * 2  # clip 1 only: 2 steps x (cond + uncond)
+    assert torch.equal(resumed, full)
+    # a different edit (here: the strength) of the same output refuses the stored clips
+    with pytest.raises(Stop):
+        lipsync(pipe, _req(root, mask=root / "mouth.png"), out, on_clip=stop_after_first)
+    with pytest.raises(RequestError, match="different request"):
+        lipsync(pipe, _req(root, mask=root / "mouth.png", strength=0.5), out)
+
+
+def test_mask_video_gives_every_frame_its_own_region(setup, tmp_path, monkeypatch):
+    root, pipe = setup
+    masks = np.zeros((14, 64, 64, 3), np.uint8)
+    boxes = [(40, 56, 16, 48) if i < 7 else (8, 24, 8, 40) for i in range(14)]
+    for i, (y0, y1, x0, x1) in enumerate(boxes):
+        masks[i, y0:y1, x0:x1] = 255
+    save_video(masks, tmp_path / "masks.mp4", fps=16)
+    video = _run(pipe, root, tmp_path / "o.mp4", monkeypatch, mask=tmp_path / "masks.mp4")
+    source, _ = s2v_lipsync._source_frames(root / "talk.mp4", 64 * 64)
+    decoded = s2v_lipsync._mask(tmp_path / "masks.mp4", (64, 64), 14)[0, 0] > 0.5  # [14, H, W]
+    assert decoded.shape == (14, 64, 64) and not torch.equal(decoded[0], decoded[13])
+    for f in range(14):
+        inside = decoded[f]
+        assert torch.equal(video[:, f, ~inside], source[:, f, ~inside]), f
+        assert float((video[:, f, inside] - source[:, f, inside]).abs().mean()) > 0.02, f
+    save_video(masks[:5], tmp_path / "short.mp4", fps=16)
+    with pytest.raises(RequestError, match="has 5 frames"):
+        lipsync(pipe, _req(root, mask=tmp_path / "short.mp4"), tmp_path / "x.mp4")
+    assert not list(tmp_path.glob("x.mp4*"))
+
+
 def test_bad_lipsync_inputs(setup, tmp_path):
     from PIL import Image
 

@@ -150,7 +150,8 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
         p,
         "lipsync_mask",
         default=None,
-        help="lip-sync: image, white = the region to re-generate (the mouth); default: all",
+        help="lip-sync: image, or video of per-frame masks, white = the region to re-generate "
+        "(the mouth); default: all",
     )
     _flag(
         p,

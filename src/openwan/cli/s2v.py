@@ -116,12 +116,16 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
     read_audio(request.audio)
     if lipsync:
         from openwan.io.video import read_video
-        from openwan.pipelines.s2v_lipsync import LipSyncRequest
+        from openwan.pipelines.s2v_lipsync import VIDEO_SUFFIXES, LipSyncRequest
 
         read_video(args.lipsync_video, max_frames=1)
-        for image in (args.image, args.lipsync_mask):
-            if image is not None:
-                load_image(image)
+        mask = args.lipsync_mask
+        if mask is not None and Path(mask).suffix.lower() in VIDEO_SUFFIXES:
+            read_video(mask, max_frames=1)
+        elif mask is not None:
+            load_image(mask)
+        if args.image is not None:
+            load_image(args.image)
         edit = LipSyncRequest(
             request,
             Path(args.lipsync_video),

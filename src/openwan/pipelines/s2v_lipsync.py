@@ -16,13 +16,21 @@ extra weights, run clip by clip like generation:
 - The decoded clip is composited onto the source frames with the pixel mask, so pixels outside
   the mask are the source's exactly. The motion history of the next clip is the edited video.
 
-The mask is an image (white = re-generate), used for every frame; without one the whole frame
-is re-generated from the noised source (strength 0.6 by default: motion and layout are kept).
+The mask is an image (white = re-generate) used for every frame, or a video with one mask per
+frame (taken at 16 fps like the source; it must cover the edited frames). Without one the whole
+frame is re-generated from the noised source (strength 0.6 by default: motion and layout are
+kept).
+
+Like generation, each finished clip's latent is stored in ``<output>.parts/`` (with a stamp of
+the request: settings, model, and the contents of the audio, video, mask and reference), so a
+rerun of an interrupted edit resumes after the last finished clip.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +48,8 @@ from openwan.pipelines.image_cond import fit_image, load_image
 from openwan.pipelines.request import RequestError
 from openwan.pipelines.s2v import S2V_FPS, S2V_NEGATIVE_PROMPT, S2VRequest, WanS2V, size_within_area
 from openwan.pipelines.s2v_clip import ClipConditions, ClipEdit
+
+log = logging.getLogger(__name__)
 
 STRENGTH_MASKED, STRENGTH_WHOLE_FRAME = 1.0, 0.6
 
@@ -79,31 +89,64 @@ def lipsync_request(
     return LipSyncRequest(s2v, video, mask, image, strength)
 
 
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+
+
+def _at_s2v_rate(path: str | Path) -> np.ndarray:
+    """A video's frames resampled to 16 fps (every k-th frame), uint8 ``[N, H, W, 3]``."""
+    video, fps = read_video(path)
+    if len(video) == 0:
+        raise RequestError(f"{path} has no frames")
+    return video[:: max(1, round(fps / S2V_FPS))]
+
+
 def _source_frames(path: str | Path, max_area: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """The source video at 16 fps, fitted to the S2V size: ``[3, N, H, W]`` in [-1, 1]."""
     from PIL import Image
 
-    video, fps = read_video(path)
-    if len(video) == 0:
-        raise RequestError(f"{path} has no frames")
-    video = video[:: max(1, round(fps / S2V_FPS))]
+    video = _at_s2v_rate(path)
     height, width = size_within_area(video.shape[1], video.shape[2], max_area)
     frames = [fit_image(Image.fromarray(f), (width, height))[:, 0] for f in video]
     return torch.stack(frames, dim=1), (height, width)
 
 
-def _mask(path: str | Path | None, size: tuple[int, int]) -> torch.Tensor:
-    """Pixel mask ``[1, 1, H, W]``, 1 = re-generate (white in the mask image)."""
+def _mask(path: str | Path | None, size: tuple[int, int], frames: int) -> torch.Tensor:
+    """Pixel mask ``[1, 1, N, H, W]``, 1 = re-generate (white): an image gives one mask for every
+    frame (N = 1), a video one per source frame (N = ``frames``, at 16 fps like the source)."""
     height, width = size
     if path is None:
-        return torch.ones(1, 1, height, width)
+        return torch.ones(1, 1, 1, height, width)
     from PIL import Image
 
-    image = load_image(path).convert("L").resize((width, height), Image.Resampling.NEAREST)
-    mask = torch.from_numpy(np.asarray(image) > 127).float()[None, None]
+    if Path(path).suffix.lower() in VIDEO_SUFFIXES:
+        video = _at_s2v_rate(path)
+        if len(video) < frames:
+            raise RequestError(
+                f"the mask video {path} has {len(video)} frames at 16 fps, the edit needs {frames}"
+            )
+        images = [Image.fromarray(f) for f in video[:frames]]
+    else:
+        images = [load_image(path)]
+    planes = [
+        np.asarray(im.convert("L").resize((width, height), Image.Resampling.NEAREST)) > 127
+        for im in images
+    ]
+    mask = torch.from_numpy(np.stack(planes)).float()[None, None]
     if not mask.any():
         raise RequestError(f"the mask {path} has no white pixels: nothing to re-generate")
     return mask
+
+
+def _fingerprint(pipe: WanS2V, req: LipSyncRequest, wave: np.ndarray) -> dict[str, object]:
+    """What the stored clips of a lip-sync run depend on (see ``S2VRequest.fingerprint``)."""
+    d = {"task": "s2v-lipsync", **req.settings.fingerprint(wave, pipe.model_id)}
+    d["strength"] = req.strength
+    for key in ("video", "mask", "reference"):
+        path = getattr(req, key)
+        d[key] = None if path is None else str(path)
+        if path is not None and Path(path).is_file():
+            d[f"{key}_sha1"] = hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    return d
 
 
 def lipsync(
@@ -138,31 +181,41 @@ def lipsync(
     else:
         ref_pixels = fit_image(load_image(req.reference), (width, height)).unsqueeze(0)
     ref_latents = pipe._encode(ref_pixels)
-    mask = _mask(req.mask, (height, width))  # [1, 1, H, W]
+    mask = _mask(req.mask, (height, width), frames)  # [1, 1, 1 or frames, H, W]
+    if mask.shape[2] > 1 and short > 0:  # past the video's end: hold its last mask too
+        mask = torch.cat([mask, mask[:, :, -1:].expand(-1, -1, short, -1, -1)], dim=2)
     t_lat, lat_h, lat_w = n // 4, height // 8, width // 8
-    keep = F.max_pool2d(mask, 8)[0] == 0  # [1, h, w]: latents with no masked pixel
-    keep = keep[:, None].expand(1, t_lat, lat_h, lat_w)
     context, context_null = stages.encode_prompts(
         pipe.text_encoder, [s.prompt, s.negative_prompt or S2V_NEGATIVE_PROMPT], pipe.device
+    )
+    parts = pipe.parts_factory(
+        output.with_name(output.name + ".parts"), _fingerprint(pipe, req, wave)
     )
     history = torch.zeros(1, 3, MOTION_FRAMES[0], height, width)  # mid-grey, as generation
     videos = []
     for r in range(clips):
         src = source[:, r * n : (r + 1) * n].unsqueeze(0)  # [1, 3, n, H, W]
+        m = mask if mask.shape[2] == 1 else mask[:, :, r * n : (r + 1) * n]  # [1, 1, 1|n, H, W]
         both = pipe._encode(torch.cat([history, src], dim=2))  # causal: history latents first
-        motion_latents, src_latent = both[:, :, :-t_lat], both[0, :, -t_lat:]
-        cond = ClipConditions(
-            ref_latents=ref_latents.to(pipe.device),
-            motion_latents=motion_latents.to(pipe.device),
-            cond_states=torch.zeros(1, 16, t_lat, lat_h, lat_w, device=pipe.device),
-            audio=clip_features(bucket, r, n).to(pipe.device),
-            drop_motion_frames=r == 0,
-        )
-        noise = stages.initial_noise((16, t_lat, lat_h, lat_w), s.seed + r, pipe.device)
-        edit = ClipEdit(source=src_latent, keep=keep, strength=req.strength)
-        latent = pipe._sample(noise, cond, context, context_null, s, callback, edit)
+        motion_latents = both[:, :, :-t_lat]
+        latent = parts.load(r)
+        if latent is None:
+            # a latent is kept when no masked pixel falls in its 8x8 cell in any of its 4 frames
+            pooled = F.max_pool3d(m.expand(-1, -1, n, -1, -1), (4, 8, 8))[0]  # [1, t, h, w]
+            edit = ClipEdit(source=both[0, :, -t_lat:], keep=pooled == 0, strength=req.strength)
+            cond = ClipConditions(
+                ref_latents=ref_latents.to(pipe.device),
+                motion_latents=motion_latents.to(pipe.device),
+                cond_states=torch.zeros(1, 16, t_lat, lat_h, lat_w, device=pipe.device),
+                audio=clip_features(bucket, r, n).to(pipe.device),
+                drop_motion_frames=r == 0,
+            )
+            noise = stages.initial_noise((16, t_lat, lat_h, lat_w), s.seed + r, pipe.device)
+            latent = pipe._sample(noise, cond, context, context_null, s, callback, edit)
+            parts.save(r, latent)
+        else:
+            log.info("clip %d/%d: reusing %s", r + 1, clips, parts.path(r))
         clip = pipe._decode(torch.cat([motion_latents, latent.unsqueeze(0).cpu()], dim=2))
-        m = mask[:, :, None]  # [1, 1, 1, H, W]
         clip = m * clip[:, :, -n:] + (1 - m) * src  # outside the mask: the source pixels
         videos.append(clip[0])
         history = torch.cat([history, clip], dim=2)[:, :, -MOTION_FRAMES[0] :]
@@ -177,5 +230,7 @@ def lipsync(
         "video": str(req.video),
         "audio": str(s.audio),
     }
-    save_video_with_audio(video, output, wave, fps=S2V_FPS, metadata=meta)
+    if parts.writes:
+        save_video_with_audio(video, output, wave, fps=S2V_FPS, metadata=meta)
+    parts.remove()
     return output
