@@ -286,3 +286,46 @@ def test_compiled_training_matches_eager(tmp_path, tiny_vae_dir):
     )
     for k in eager:  # the same updates, up to the compiled kernels' summation order
         assert torch.allclose(compiled[k], eager[k], rtol=1e-4, atol=1e-5), k
+
+
+def test_decoder_only_vae_fine_tune_keeps_the_latents(tmp_path, capsys):
+    from openwan.checkpoint.vae_format import load_vae
+    from openwan.cli.main import main
+    from openwan.training.vae_trainer import with_latent_stats
+
+    base = train_vae(
+        dataclasses.replace(TINY_VAE, run_dir=str(tmp_path / "a")), show_progress=False
+    )
+    init = with_latent_stats(base, 8, size=16)
+    from openwan.checkpoint.vae_format import save_vae
+
+    save_vae(init, tmp_path / "init", format="diffusers")
+    cfg = tmp_path / "ft.json"
+    fields = {k: v for k, v in dataclasses.asdict(TINY_VAE).items() if k != "run_dir"}
+    cfg.write_text(
+        json.dumps(
+            {**fields, "init": str(tmp_path / "init"), "train_part": "decoder", "two_shapes": 0.5}
+        )
+    )
+    args = ["train-vae", "--config", str(cfg), "--run-dir", str(tmp_path / "ft"), "--quiet"]
+    assert main([*args, "--export", str(tmp_path / "out")]) == 0
+    tuned = load_vae(tmp_path / "out")
+    a, b = init.state_dict(), tuned.state_dict()
+    encoder_side = [k for k in a if k.startswith(("encoder.", "conv1."))]
+    decoder_side = [k for k in a if k.startswith(("decoder.", "conv2."))]
+    assert encoder_side and all(torch.equal(a[k], b[k]) for k in encoder_side)
+    assert sum(not torch.equal(a[k], b[k]) for k in decoder_side) > len(decoder_side) // 2
+    assert tuned.config.latent_mean == init.config.latent_mean  # the latents did not move
+    assert tuned.config.latent_std == init.config.latent_std
+    clip = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(init.encode(clip), tuned.encode(clip))
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**fields, "init": str(tmp_path / "init"), "dim": 8}))
+    assert (
+        main(["train-vae", "--config", str(bad), "--run-dir", str(tmp_path / "b"), "--quiet"]) == 2
+    )
+    assert "--init" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="train_part"):
+        train_vae(dataclasses.replace(TINY_VAE, run_dir=str(tmp_path / "c"), train_part="encoder"))

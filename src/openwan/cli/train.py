@@ -82,7 +82,8 @@ def run_train_vae(args: argparse.Namespace) -> int:
     )
     vae = train_vae(cfg, resume=args.resume, show_progress=not args.quiet)
     if args.export:
-        vae = with_latent_stats(vae, cfg.stats_clips, size=cfg.size)
+        if cfg.train_part != "decoder":  # a frozen encoder keeps the init's latent statistics
+            vae = with_latent_stats(vae, cfg.stats_clips, size=cfg.size)
         save_vae(vae, Path(args.export), format="diffusers")
         print(f"saved VAE to {args.export}")
     return 0

@@ -52,6 +52,11 @@ class VAETrainConfig:
     dim_mult: tuple[int, ...] = (1, 2, 4)
     temperal_downsample: tuple[bool, ...] = (True, True)
     stats_clips: int = 64  # clips used to measure the latent mean/std at export
+    # warm start: an exported VAE folder whose weights replace the random init (the model keys
+    # above must match it); with train_part = "decoder" only the decoder side (post-quant conv +
+    # decoder) learns, so the latents, and a DiT trained on them, stay valid
+    init: str | None = None
+    train_part: str = "all"  # "all" or "decoder"
 
 
 def vae_config(cfg: VAETrainConfig) -> VAEConfig:
@@ -160,11 +165,43 @@ def clip_source(cfg: VAETrainConfig) -> Callable[[int], torch.Tensor]:
     )
 
 
+def _warm_start(cfg: VAETrainConfig) -> WanVAE:
+    """The VAE of ``cfg.init`` (its latent statistics included), checked against ``cfg``."""
+    from openwan.checkpoint.vae_format import load_vae
+
+    assert cfg.init is not None
+    init = load_vae(cfg.init)  # a missing or corrupt folder raises CheckpointError here
+    want = vae_config(cfg)
+    keys = ("dim", "dec_dim", "z_dim", "dim_mult", "temperal_downsample")
+    odd = [k for k in keys if getattr(init.config, k) != getattr(want, k)]
+    if odd:
+        got = {k: getattr(init.config, k) for k in odd}
+        raise ValueError(f"--init {cfg.init} has {got}, the config asks for "
+                         f"{ {k: getattr(want, k) for k in odd} }")  # fmt: skip
+    return init.train()
+
+
+def trainable_part(vae: WanVAE, part: str) -> None:
+    """Freeze everything outside ``part`` ("all" or "decoder": post-quant conv + decoder)."""
+    if part not in ("all", "decoder"):
+        raise ValueError(f"train_part must be 'all' or 'decoder', got {part!r}")
+    learn = (vae,) if part == "all" else (vae.conv2, vae.decoder)
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    for m in learn:
+        for p in m.parameters():
+            p.requires_grad_(True)
+
+
 def train_vae(cfg: VAETrainConfig, resume: str | None = None, show_progress: bool = True) -> WanVAE:
     run_dir = Path(cfg.run_dir)
     torch.manual_seed(cfg.seed)
-    vae = WanVAE(vae_config(cfg))
-    vae.init_weights()
+    if cfg.init is not None:
+        vae = _warm_start(cfg)
+    else:
+        vae = WanVAE(vae_config(cfg))
+        vae.init_weights()
+    trainable_part(vae, cfg.train_part)
     opt, ema = common.optimizer_and_ema(
         vae, lr=cfg.lr, weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay
     )
