@@ -329,3 +329,44 @@ def test_decoder_only_vae_fine_tune_keeps_the_latents(tmp_path, capsys):
     assert "--init" in capsys.readouterr().err
     with pytest.raises(ValueError, match="train_part"):
         train_vae(dataclasses.replace(TINY_VAE, run_dir=str(tmp_path / "c"), train_part="encoder"))
+
+
+def test_i2v_training_starts_as_its_t2v_init_and_conditions_on_the_first_frame(
+    tmp_path, tiny_vae_dir
+):
+    from openwan.checkpoint.vae_format import load_vae
+    from openwan.data.shapes import ShapesWorld, to_tensor
+    from openwan.pipelines.image_cond import encode_frame_condition
+    from openwan.training.flow import build, condition_cache, export_model, train_dit
+
+    t2v_cfg = dataclasses.replace(TINY_DIT, vae=tiny_vae_dir, run_dir=str(tmp_path / "a"))
+    t2v = train_dit(t2v_cfg, show_progress=False)
+    export_model(t2v, tmp_path / "t2v")
+    i2v_cfg = dataclasses.replace(
+        t2v_cfg, run_dir=str(tmp_path / "b"), model_type="i2v", init=str(tmp_path / "t2v"),
+        train_text=False, image_prob=1.0,
+    )  # fmt: skip
+    start, _, _ = build(i2v_cfg, tmp_path / "b")
+    assert start.dit.config.in_dim == 36 and not start.dit.config.has_image_embedding
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(1, 16, 2, 4, 4, generator=g), torch.randn(1, 20, 2, 4, 4, generator=g)
+    ctx, t = [torch.randn(5, 16, generator=g)], torch.tensor([500.0])
+    with torch.no_grad():  # zero condition channels: the I2V model starts as the t2v model
+        assert torch.allclose(start.dit(x, t, ctx, y=y), t2v.dit(x, t, ctx), rtol=0, atol=1e-6)
+
+    conds = condition_cache(i2v_cfg, tmp_path / "b", show_progress=False)
+    vae = load_vae(tiny_vae_dir)
+    world = ShapesWorld(seed=i2v_cfg.seed + 1, frames=5, size=16, split="train")
+    assert conds.shape == (4, 20, 2, 4, 4)
+    for i in range(4):  # what inference builds from the same first frame
+        want = encode_frame_condition(vae, {0: to_tensor(world[i][0])[:, 0]}, 5, (16, 16))
+        assert torch.allclose(conds[i], want, atol=1e-5), i
+
+    result = train_dit(i2v_cfg, show_progress=False)  # image_prob is ignored: I2V steps are videos
+    w = result.dit.patch_embedding.weight
+    assert w[:, 16:].abs().sum() > 0  # the condition channels learned something
+    before = t2v.text_encoder.model.state_dict()
+    after = result.text_encoder.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # train_text = False
+    with pytest.raises(ValueError, match="model_type"):
+        train_dit(dataclasses.replace(t2v_cfg, run_dir=str(tmp_path / "c"), model_type="flf2v"))

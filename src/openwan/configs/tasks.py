@@ -190,6 +190,27 @@ _register(
 )
 
 
+# The embedded tiny I2V model (src/openwan/assets/wan-tiny-i2v): the Wan2.2 I2V layout without
+# CLIP (in_dim 36: noisy latent + first-frame mask + first-frame latent), same VAE and umT5.
+TINY_I2V_DIT = TINY_DIT.replace(model_type="i2v", in_dim=36, image_embedding=False)
+_register(
+    TaskSpec(
+        "i2v-tiny",
+        TINY_I2V_DIT,
+        TINY_VAE,
+        sizes=(),
+        default_size="64*64",
+        frame_num=17,
+        steps=30,
+        shift=3.0,
+        guide_scale=5.0,
+        negative_prompt="",
+        text_len=48,
+        text_dtype="fp32",
+    )
+)
+
+
 def infer_task(dit: DiTConfig, vae: VAEConfig, *, has_experts: bool = False) -> TaskSpec:
     """The official task whose architecture matches a checkpoint, else a custom T2V task.
 

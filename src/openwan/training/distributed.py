@@ -172,6 +172,8 @@ def train_dit_distributed(
     ``run_dir/dcp_<step>`` (``resume``: such a folder or ``latest``, from any world size).
     Returns the trained EMA model on rank 0, None elsewhere.
     """
+    if cfg.model_type != "t2v":
+        raise ValueError("distributed training covers model_type 't2v'; train I2V in one process")
     run_dir = Path(cfg.run_dir)
     rank0 = dist.get_rank() == 0
     mesh = build_mesh(plan)

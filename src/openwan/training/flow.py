@@ -65,6 +65,12 @@ class DiTTrainConfig:
     # loss); on this project's 2-core CPU it trains the tiny DiT 1.4x faster
     precision: str = "fp32"
     compile: bool = False  # regional torch.compile of the DiT blocks (1.2x more with bf16 here)
+    # "t2v", or "i2v": the Wan2.2 I2V layout without CLIP (in_dim 36: the noisy latent, then the
+    # 4-channel first-frame mask and the latent of the first frame followed by zeros, as
+    # inference builds it); a t2v export given as ``init`` starts it with the extra input
+    # channels at zero, i.e. as that t2v model
+    model_type: str = "t2v"
+    train_text: bool = True  # False: the umT5 stays as initialised (shared with the init model)
     log_every: int = 10
     ckpt_every: int = 250
     # DiT
@@ -99,16 +105,20 @@ class Denoiser(nn.Module):
 
 
 def dit_config(cfg: DiTTrainConfig) -> DiTConfig:
+    if cfg.model_type not in ("t2v", "i2v"):
+        raise ValueError(f"model_type must be 't2v' or 'i2v', got {cfg.model_type!r}")
+    i2v = cfg.model_type == "i2v"
     return DiTConfig(
-        model_type="t2v",
+        model_type=cfg.model_type,
         dim=cfg.dim,
         ffn_dim=cfg.ffn_dim,
         num_heads=cfg.num_heads,
         num_layers=cfg.num_layers,
         text_dim=cfg.t5_dim,
         text_len=cfg.text_len,
-        in_dim=16,
+        in_dim=36 if i2v else 16,
         out_dim=16,
+        image_embedding=False if i2v else None,
     )
 
 
@@ -144,9 +154,12 @@ def latent_cache(
     if path.is_file():
         data = load_file(str(path))
         meta = json.loads((run_dir / "latents.json").read_text(encoding="utf-8"))
-        if data["latents"].shape[0] == cfg.latent_clips or cfg.dataset is not None:
+        if data["latents"].shape[0] >= cfg.latent_clips or cfg.dataset is not None:
+            # clips are deterministic by index: the first N of a larger cache are the N-clip cache
+            n = data["latents"].shape[0] if cfg.dataset is not None else cfg.latent_clips
             log.info("reusing the latent cache %s (delete it to encode again)", path)
-            return data["latents"], [s if isinstance(s, str) else Scene.from_dict(s) for s in meta]
+            scenes = [s if isinstance(s, str) else Scene.from_dict(s) for s in meta[:n]]
+            return data["latents"][:n], scenes
     if cfg.vae is None:
         raise ValueError(
             "training the DiT needs a trained VAE: pass --vae <folder> (see openwan train-vae)"
@@ -179,6 +192,47 @@ def latent_cache(
     return lat, captions
 
 
+def condition_cache(cfg: DiTTrainConfig, run_dir: Path, show_progress: bool = True) -> torch.Tensor:
+    """I2V: the first-frame condition ``y [N, 20, T, h, w]`` of every cached clip (same order as
+    the latent cache), built like inference builds it (``encode_frame_condition``): the mask of
+    frame 0, then the VAE latent of frame 0 followed by black frames. Kept on disk."""
+    from openwan.pipelines.image_cond import known_frame_mask
+
+    path = run_dir / "conds.safetensors"
+    if path.is_file():
+        data = load_file(str(path))["y"]
+        if data.shape[0] >= cfg.latent_clips or cfg.dataset is not None:
+            return data if cfg.dataset is not None else data[: cfg.latent_clips]
+    if cfg.vae is None:
+        raise ValueError("training an I2V DiT needs the VAE: pass --vae <folder>")
+    vae = load_vae(cfg.vae)
+    out: list[torch.Tensor] = []
+    bar = common.progress(cfg.latent_clips, 0, "encode first frames", show_progress)
+
+    def flush(firsts: list[torch.Tensor]) -> None:
+        video = torch.zeros(len(firsts), 3, cfg.frames, cfg.size, cfg.size)
+        video[:, :, 0] = torch.stack(firsts)
+        latent = vae.encode(video)
+        mask = known_frame_mask(cfg.frames, [0], tuple(latent.shape[3:]), vae.config.stride[0])
+        out.append(torch.cat([mask.expand(len(firsts), *mask.shape), latent], dim=1))
+        bar.update(len(firsts))
+
+    with torch.no_grad():
+        pending: list[torch.Tensor] = []
+        for video, _ in _clips(cfg):
+            pending.append(video[:, 0])
+            if len(pending) == 8:
+                flush(pending)
+                pending = []
+        if pending:
+            flush(pending)
+    bar.close()
+    y = torch.cat(out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_file({"y": y.contiguous()}, str(path))
+    return y
+
+
 def sample_sigmas(cfg: DiTTrainConfig, n: int, gen: torch.Generator) -> torch.Tensor:
     """Logit-normal sigmas, shifted like the inference schedule."""
     sigma = torch.sigmoid(torch.randn(n, generator=gen) * cfg.logit_std + cfg.logit_mean)
@@ -191,10 +245,11 @@ def flow_loss(
     x0: torch.Tensor,
     sigma: torch.Tensor,
     noise: torch.Tensor,
+    y: torch.Tensor | None = None,
 ) -> torch.Tensor:
     s = sigma.view(-1, 1, 1, 1, 1)
     xt = (1 - s) * x0 + s * noise
-    v = dit(xt, sigma * 1000, context)
+    v = dit(xt, sigma * 1000, context) if y is None else dit(xt, sigma * 1000, context, y=y)
     return F.mse_loss(v.float(), noise - x0)
 
 
@@ -206,28 +261,35 @@ class StepBatch:
     texts: list[str]
     sigma: torch.Tensor  # [B]
     noise: torch.Tensor  # like x0
+    y: torch.Tensor | None = None  # I2V: the first-frame conditions [B, 20, T, h, w]
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.x0, self.sigma, self.noise
 
     def rows(self, part: slice) -> StepBatch:
         """The samples of one data-parallel rank."""
-        return StepBatch(self.x0[part], self.texts[part], self.sigma[part], self.noise[part])
+        y = None if self.y is None else self.y[part]
+        return StepBatch(self.x0[part], self.texts[part], self.sigma[part], self.noise[part], y)
 
 
 def step_batch(
-    cfg: DiTTrainConfig, step: int, latents: torch.Tensor, sources: Sequence[Caption]
+    cfg: DiTTrainConfig,
+    step: int,
+    latents: torch.Tensor,
+    sources: Sequence[Caption],
+    conds: torch.Tensor | None = None,
 ) -> StepBatch:
-    """The batch of ``step``: drawn from a generator seeded with (seed, step) alone."""
+    """The batch of ``step``: drawn from a generator seeded with (seed, step) alone. With
+    ``conds`` (I2V) every step is a video step: the condition is the first frame."""
     gen = common.step_generator(cfg.seed, step)
     idx = torch.randint(0, latents.shape[0], (cfg.batch_size,), generator=gen)
     x0 = latents[idx]
-    if torch.rand(1, generator=gen).item() < cfg.image_prob:
+    if torch.rand(1, generator=gen).item() < cfg.image_prob and conds is None:
         x0 = x0[:, :, :1]  # a text-to-image step: the first latent frame alone
     texts = _captions([sources[int(i)] for i in idx], gen, cfg.cfg_dropout)
     sigma = sample_sigmas(cfg, cfg.batch_size, gen)
     noise = torch.randn(x0.shape, generator=gen)
-    return StepBatch(x0, texts, sigma, noise)
+    return StepBatch(x0, texts, sigma, noise, None if conds is None else conds[idx])
 
 
 def encode_texts(encoder: T5TextEncoder, texts: list[str]) -> list[torch.Tensor]:
@@ -283,6 +345,8 @@ def build(
         _load_init_weights(Path(cfg.init), dit, t5)
     if cfg.grad_checkpointing:
         _forward_blocks_checkpointed(dit)
+    if not cfg.train_text:
+        t5.requires_grad_(False)
     if cfg.compile:
         from openwan.runtime.compile import apply_compile
 
@@ -315,6 +379,10 @@ def _load_init_weights(init: Path, dit: WanModel, t5: nn.Module) -> None:
         text = T5TextEncoder.from_pretrained(init).model
     except (CheckpointError, OSError) as e:
         raise ValueError(f"cannot warm-start from {init}: {e}") from None
+    if dit.config.model_type == "i2v" and exported.config == dit.config.replace(
+        model_type="t2v", in_dim=16, image_embedding=None
+    ):
+        exported = _as_i2v(exported, dit)
     if exported.config != dit.config:
         raise ValueError(
             f"init model {init} has a different DiT ({exported.config}) from the training config "
@@ -332,6 +400,18 @@ def _load_init_weights(init: Path, dit: WanModel, t5: nn.Module) -> None:
         t5.load_state_dict(theirs, strict=True)
 
 
+def _as_i2v(t2v: WanModel, like: WanModel) -> WanModel:
+    """A t2v DiT as an I2V one of the same width: the 20 condition input channels of the patch
+    embedding start at zero, so the I2V model computes exactly what the t2v model did."""
+    sd = t2v.state_dict()
+    w = sd["patch_embedding.weight"]  # [dim, 16, pt, ph, pw]
+    extra = like.config.in_dim - w.shape[1]
+    sd["patch_embedding.weight"] = torch.cat([w, w.new_zeros(w.shape[0], extra, *w.shape[2:])], 1)
+    out = WanModel(like.config)
+    out.load_state_dict(sd, strict=True)
+    return out
+
+
 def train_dit(
     cfg: DiTTrainConfig, resume: str | None = None, show_progress: bool = True
 ) -> TrainResult:
@@ -339,7 +419,9 @@ def train_dit(
     common.autocast(cfg.precision)  # a bad value fails here, before any work
     if cfg.init is not None:
         require_export(Path(cfg.init))
+    dit_config(cfg)  # a bad model_type fails here, before any work
     latents, sources = latent_cache(cfg, run_dir, show_progress)
+    conds = condition_cache(cfg, run_dir, show_progress) if cfg.model_type == "i2v" else None
     model, encoder, tok_dir = build(cfg, run_dir, [s for s in sources if isinstance(s, str)])
     opt, ema = common.optimizer_and_ema(
         model, lr=cfg.lr, weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay
@@ -353,9 +435,10 @@ def train_dit(
     for step in range(start, end):
         for group in opt.param_groups:
             group["lr"] = common.lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
-        batch = step_batch(cfg, step, latents, sources)
+        batch = step_batch(cfg, step, latents, sources, conds)
         with common.autocast(cfg.precision):
-            loss = flow_loss(model.dit, encode_texts(encoder, batch.texts), *batch.tensors())
+            context = encode_texts(encoder, batch.texts)
+            loss = flow_loss(model.dit, context, *batch.tensors(), y=batch.y)
         common.optimizer_step(model, opt, ema, loss, bar)
         if (step + 1) % cfg.log_every == 0:
             metrics.write({"step": step + 1, "loss": loss.item(), "time": time.perf_counter() - t0})
