@@ -37,9 +37,12 @@ def locate(root: str | Path, task: TaskSpec | None = None) -> ModelFiles:
     if is_diffusers_layout(root):
         experts = has_experts(root)
         # diffusers: `transformer` is the high-noise expert, `transformer_2` the low-noise one
+        dit_dir = "transformer_2" if experts else "transformer"
+        if not experts and task is not None and task.dit_dir and (root / task.dit_dir).is_dir():
+            dit_dir = task.dit_dir
         files = ModelFiles(
             layout="diffusers",
-            dit=root / ("transformer_2" if experts else "transformer"),
+            dit=root / dit_dir,
             dit_high=root / "transformer" if experts else None,
             vae=root / "vae",
             text=root,

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-IMAGE_TASKS = ("i2v-14B", "flf2v-14B", "i2v-A14B")
+IMAGE_TASKS = ("i2v-14B", "flf2v-14B", "i2v-A14B", "i2v-tiny")
 I2V_IN_DIM = 36  # 16 noise + 4 mask + 16 image-latent channels
 
 

@@ -268,8 +268,11 @@ def _generate(args: argparse.Namespace, session: Any) -> int:
     if image_task:
         from openwan.pipelines.i2v import WanI2V
 
-        if args.ckpt_dir is None:
-            raise ValueError("image-to-video needs a checkpoint: pass --ckpt-dir FOLDER")
+        if args.ckpt_dir is None and args.task != "i2v-tiny":
+            raise ValueError(
+                "image-to-video needs a checkpoint: pass --ckpt-dir FOLDER (or --task i2v-tiny "
+                "for the embedded tiny model)"
+            )
         pipe_cls = WanI2V
     pipe = pipe_cls.from_pretrained(
         args.ckpt_dir,

@@ -45,6 +45,9 @@ class TaskSpec:
     t5_file: str = "models_t5_umt5-xxl-enc-bf16.pth"
     tokenizer_dir: str = "google/umt5-xxl"
     expert_dirs: tuple[str, str] | None = None  # (low_noise, high_noise) subfolders
+    # diffusers layout: a DiT subfolder used instead of transformer/ when present (the embedded
+    # tiny I2V DiT lives beside the t2v one and shares its VAE and text encoder)
+    dit_dir: str | None = None
     image_output: bool = False  # t2i: one frame written as PNG
     text_dtype: str = "bf16"  # umT5 compute dtype (official: bf16)
 
@@ -207,6 +210,7 @@ _register(
         negative_prompt="",
         text_len=48,
         text_dtype="fp32",
+        dit_dir="transformer_i2v",
     )
 )
 

@@ -96,7 +96,7 @@ class WanI2V:
     @classmethod
     def from_pretrained(
         cls,
-        path: str | Path,
+        path: str | Path | None = None,
         *,
         task: str | None = None,
         device: str | torch.device | None = None,
@@ -115,6 +115,13 @@ class WanI2V:
         """
         from openwan.checkpoint.io import CheckpointError
         from openwan.models.image import OFFICIAL_CLIP_FILE, CLIPImageEncoder
+
+        if path is None:  # the embedded tiny I2V model (its DiT beside wan-tiny's)
+            from openwan.assets import tiny_model_dir
+
+            if task not in (None, "i2v-tiny"):
+                raise ValueError(f"task {task} needs a checkpoint folder: pass --ckpt-dir")
+            path, task = tiny_model_dir("t2v"), "i2v-tiny"
 
         m = load_components(
             path,
