@@ -38,3 +38,18 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5)
     vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
     s = ((2 * mx * my + _C1) * (2 * cxy + _C2)) / ((mx**2 + my**2 + _C1) * (vx + vy + _C2))
     return float(s.mean())
+
+
+def seam_ratios(video: torch.Tensor, joints: list[int]) -> list[float]:
+    """How visible each joint of a continued video ``[3, F, H, W]`` is: the mean absolute change
+    from frame ``j - 1`` to the first new frame ``j``, over the median frame-to-frame change
+    inside the clips (a joint within 2x of that median shows no seam)."""
+    if video.ndim != 4 or video.shape[0] != 3:
+        raise ValueError(f"expected a video [3, F, H, W], got {tuple(video.shape)}")
+    diffs = (video[:, 1:].double() - video[:, :-1].double()).abs().mean(dim=(0, 2, 3))  # [F-1]
+    at_joint = {j - 1 for j in joints}  # diffs[i] is the change from frame i to i + 1
+    if not joints or min(joints) < 1 or max(joints) >= video.shape[1]:
+        raise ValueError(f"joints must lie in 1..{video.shape[1] - 1}, got {joints}")
+    inside = torch.stack([d for i, d in enumerate(diffs) if i not in at_joint])
+    median = float(inside.median().clamp_min(1e-6))
+    return [float(diffs[j - 1]) / median for j in joints]
