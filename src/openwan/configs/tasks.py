@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from openwan.configs import dit as dit_cfg
 from openwan.configs.dit import DiTConfig
@@ -175,44 +176,18 @@ TINY_VAE = VAEConfig(
     latent_mean=(0.0,) * 16,
     latent_std=(1.0,) * 16,
 )
-_register(
-    TaskSpec(
-        "t2v-tiny",
-        TINY_DIT,
-        TINY_VAE,
-        sizes=(),
-        default_size="64*64",
-        frame_num=17,
-        steps=30,
-        shift=3.0,
-        guide_scale=5.0,
-        negative_prompt="",  # trained with empty captions as the unconditional branch
-        text_len=48,
-        text_dtype="fp32",
-    )
-)
+# what the tiny models were trained with: 64x64, 17 frames, empty captions as the unconditional branch
+_TINY_SETTINGS: dict[str, Any] = dict(
+    sizes=(), default_size="64*64", frame_num=17, steps=30, shift=3.0, guide_scale=5.0,
+    negative_prompt="", text_len=48, text_dtype="fp32",
+)  # fmt: skip
+_register(TaskSpec("t2v-tiny", TINY_DIT, TINY_VAE, **_TINY_SETTINGS))
 
 
 # The embedded tiny I2V model (src/openwan/assets/wan-tiny-i2v): the Wan2.2 I2V layout without
 # CLIP (in_dim 36: noisy latent + first-frame mask + first-frame latent), same VAE and umT5.
 TINY_I2V_DIT = TINY_DIT.replace(model_type="i2v", in_dim=36, image_embedding=False)
-_register(
-    TaskSpec(
-        "i2v-tiny",
-        TINY_I2V_DIT,
-        TINY_VAE,
-        sizes=(),
-        default_size="64*64",
-        frame_num=17,
-        steps=30,
-        shift=3.0,
-        guide_scale=5.0,
-        negative_prompt="",
-        text_len=48,
-        text_dtype="fp32",
-        dit_dir="transformer_i2v",
-    )
-)
+_register(TaskSpec("i2v-tiny", TINY_I2V_DIT, TINY_VAE, dit_dir="transformer_i2v", **_TINY_SETTINGS))
 
 
 def infer_task(dit: DiTConfig, vae: VAEConfig, *, has_experts: bool = False) -> TaskSpec:

@@ -11,7 +11,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -146,6 +146,21 @@ def _clips(cfg: DiTTrainConfig) -> Iterator[tuple[torch.Tensor, Caption]]:
         log.warning("%d dataset item(s) skipped (see the warnings above)", len(data.skipped))
 
 
+@torch.no_grad()
+def _in_batches(
+    items: Iterator[torch.Tensor], flush: Callable[[list[torch.Tensor]], None], size: int = 8
+) -> None:
+    """Call ``flush`` on consecutive groups of ``size`` items (the last group may be smaller)."""
+    pending: list[torch.Tensor] = []
+    for item in items:
+        pending.append(item)
+        if len(pending) == size:
+            flush(pending)
+            pending = []
+    if pending:
+        flush(pending)
+
+
 def latent_cache(
     cfg: DiTTrainConfig, run_dir: Path, show_progress: bool = True
 ) -> tuple[torch.Tensor, list[Caption]]:
@@ -173,16 +188,12 @@ def latent_cache(
         latents.append(vae.encode(torch.stack(videos)))
         bar.update(len(videos))
 
-    with torch.no_grad():
-        pending: list[torch.Tensor] = []
+    def clips() -> Iterator[torch.Tensor]:
         for video, cap in _clips(cfg):
-            pending.append(video)
             captions.append(cap)
-            if len(pending) == 8:
-                flush(pending)
-                pending = []
-        if pending:
-            flush(pending)
+            yield video
+
+    _in_batches(clips(), flush)
     bar.close()
     lat = torch.cat(latents)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -217,15 +228,7 @@ def condition_cache(cfg: DiTTrainConfig, run_dir: Path, show_progress: bool = Tr
         out.append(torch.cat([mask.expand(len(firsts), *mask.shape), latent], dim=1))
         bar.update(len(firsts))
 
-    with torch.no_grad():
-        pending: list[torch.Tensor] = []
-        for video, _ in _clips(cfg):
-            pending.append(video[:, 0])
-            if len(pending) == 8:
-                flush(pending)
-                pending = []
-        if pending:
-            flush(pending)
+    _in_batches((video[:, 0] for video, _ in _clips(cfg)), flush)
     bar.close()
     y = torch.cat(out)
     run_dir.mkdir(parents=True, exist_ok=True)
