@@ -9,7 +9,7 @@ default, with and without the low-memory switches.
 Each mode runs ``openwan generate`` in its own child process; the peak RSS is that child's own
 (``os.wait4``), so one mode never colours another's figure.
 
-The weights are random, written once in the official folder layout (about 19 GB of disk: the
+The weights are random, written once in the official folder layout (about 15 GB of disk: the
 umT5-XXL alone is 11.4 GB in bf16), with a small trained tokenizer in place of umT5's:
 
     python benchmarks/bench_lowmem.py --setup /data/wan13b-random
