@@ -11,6 +11,7 @@ sideways and an up/down motion, whose paths would cross.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -80,9 +81,10 @@ SIDEWAYS, UPDOWN = ("left", "right"), ("up", "down")
 HELDOUT_FILE = Path(__file__).with_name("heldout.json")
 
 
-def heldout_combos() -> set[tuple[str, str, str]]:
-    """(colour, shape, motion) triples that training never sees."""
-    return {tuple(c) for c in json.loads(HELDOUT_FILE.read_text(encoding="utf-8"))}  # type: ignore[misc]
+@functools.cache
+def heldout_combos() -> frozenset[tuple[str, str, str]]:
+    """(colour, shape, motion) triples that training never sees (the file is read once)."""
+    return frozenset(tuple(c) for c in json.loads(HELDOUT_FILE.read_text(encoding="utf-8")))  # type: ignore[misc]
 
 
 @dataclass(frozen=True)
@@ -126,11 +128,7 @@ def sample_scene(rng: np.random.Generator, split: str = "train") -> Scene:
         bg = str(rng.choice(list(BACKGROUNDS)))
         if not allowed(color, bg) or ((color, shape, motion) in held) != (split == "heldout"):
             continue
-        return Scene(
-            color, shape, motion, bg,
-            x0=float(rng.uniform(0.4, 0.6)), y0=float(rng.uniform(0.4, 0.6)),
-            radius=float(rng.uniform(0.12, 0.17)),
-        )  # fmt: skip
+        return place(Scene(color, shape, motion, bg), rng)
 
 
 def compatible(a: str, b: str) -> bool:
