@@ -93,7 +93,6 @@ def run_continuation_cmd(args: argparse.Namespace) -> int:
 
 def run_shapesbench_cmd(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
     from tqdm import tqdm
 
     from openwan.data import shapes
@@ -124,10 +123,7 @@ def run_shapesbench_cmd(args: argparse.Namespace) -> int:
             out = to_uint8_frames(
                 i2v(prompt, image=Image.fromarray(first), steps=args.steps, seed=seed)
             )
-            a, b = (
-                torch.from_numpy(f).permute(2, 0, 1)[:, None] / 127.5 - 1 for f in (out[0], first)
-            )
-            first_psnr.append(psnr(a, b))
+            first_psnr.append(psnr(shapes.to_tensor(out[:1]), shapes.to_tensor(first[None])))
             return out
 
     else:
