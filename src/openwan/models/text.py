@@ -62,21 +62,20 @@ class T5TextEncoder(nn.Module):
         on the CPU, at the cost of reading the file once per prompt."""
         root = Path(path)
         if (root / OFFICIAL_T5_FILE).is_file():
-            files, tok_dir = [root / OFFICIAL_T5_FILE], root / OFFICIAL_TOKENIZER_DIR
+            source, tok_dir = root / OFFICIAL_T5_FILE, root / OFFICIAL_TOKENIZER_DIR
         elif (root / "text_encoder" / "config.json").is_file():
-            files, tok_dir = [root / "text_encoder"], root / "tokenizer"
+            source, tok_dir = root / "text_encoder", root / "tokenizer"
         elif (root / "config.json").is_file():
-            files, tok_dir = [root], root
+            source, tok_dir = root, root
         else:
             raise CheckpointError(
                 f"no text encoder in {root}: expected {OFFICIAL_T5_FILE} (official layout), "
                 "text_encoder/ (diffusers layout) or a UMT5 config.json"
             )
-        official = files[0].is_file()
         if stream:
-            model = _StreamedUMT5.build(files[0], dtype)
+            model = _streamed_umt5(source, dtype)
         else:
-            model = _load_official(files[0], dtype) if official else _load_hf(files[0], dtype)
+            model = _load_official(source, dtype) if source.is_file() else _load_hf(source, dtype)
         tokenizer = _load_tokenizer(tok_dir)
         if text_len is None:
             text_len = int(getattr(model.config, "openwan_text_len", 512))
@@ -163,13 +162,9 @@ class _Shelf:
                 raise CheckpointError(f"no .safetensors weights in {source}")
 
     def keys(self) -> set[str]:
-        """Every tensor name (transformers names), read from the file headers alone."""
+        """Every tensor name of the safetensors shards, read from their headers alone."""
         from safetensors import safe_open
 
-        from openwan.checkpoint.t5_format import official_to_hf
-
-        if self.files[0].suffix != ".safetensors":
-            return set(official_to_hf(load_state_dict(self.files[0])))  # memory-mapped
         out: set[str] = set()
         for file in self.files:
             try:
@@ -224,50 +219,49 @@ class _StreamedEmbedding(nn.Module):
         return rows[inverse]
 
 
-class _StreamedUMT5:
+def _streamed_umt5(source: Path, dtype: torch.dtype) -> nn.Module:
     """A ``UMT5EncoderModel`` whose blocks live on the meta device between calls: a forward
     pre-hook reads block ``i``'s weights from the checkpoint, a forward hook drops them."""
+    from transformers import UMT5Config, UMT5EncoderModel
 
-    @staticmethod
-    def build(source: Path, dtype: torch.dtype) -> nn.Module:
-        from transformers import UMT5Config, UMT5EncoderModel
+    from openwan.checkpoint.t5_format import official_to_hf, umt5_config_from_official
 
-        from openwan.checkpoint.t5_format import umt5_config_from_official
-
-        shelf = _Shelf(source, dtype)
-        if source.is_file():
-            config = umt5_config_from_official(load_state_dict(source))  # shapes only (mapped)
-        else:
-            config = UMT5Config.from_pretrained(str(source), local_files_only=True)
-        with torch.device("meta"):
-            model = UMT5EncoderModel(config)
-        names = {k for k, _ in model.named_parameters()}
+    shelf = _Shelf(source, dtype)
+    if source.is_file():  # one memory-mapped read gives the config (shapes) and the key set
+        sd = load_state_dict(source)
+        config, have = umt5_config_from_official(sd), set(official_to_hf(sd))
+        del sd
+    else:
+        config = UMT5Config.from_pretrained(str(source), local_files_only=True)
         have = shelf.keys()
-        embed_key = "shared.weight" if "shared.weight" in have else "encoder.embed_tokens.weight"
-        odd = sorted((names ^ (have - {"encoder.embed_tokens.weight"})) - {"shared.weight"})
-        if odd or embed_key not in have:
-            raise CheckpointError(
-                f"{source} does not match the umT5 encoder layout: {(odd or [embed_key])[:4]}"
-            )
-        model.shared = model.encoder.embed_tokens = _StreamedEmbedding(shelf, embed_key)
-        final = shelf.read(lambda k: k == "encoder.final_layer_norm.weight")
-        model.encoder.final_layer_norm.load_state_dict(
-            {"weight": final["encoder.final_layer_norm.weight"]}, assign=True
+    with torch.device("meta"):
+        model = UMT5EncoderModel(config)
+    names = {k for k, _ in model.named_parameters()}
+    embed_key = "shared.weight" if "shared.weight" in have else "encoder.embed_tokens.weight"
+    odd = sorted((names ^ (have - {"encoder.embed_tokens.weight"})) - {"shared.weight"})
+    if odd or embed_key not in have:
+        raise CheckpointError(
+            f"{source} does not match the umT5 encoder layout: {(odd or [embed_key])[:4]}"
         )
-        for i, block in enumerate(model.encoder.block):
-            prefix = f"encoder.block.{i}."
+    model.shared = model.encoder.embed_tokens = _StreamedEmbedding(shelf, embed_key)
+    final = shelf.read(lambda k: k == "encoder.final_layer_norm.weight")
+    model.encoder.final_layer_norm.load_state_dict(
+        {"weight": final["encoder.final_layer_norm.weight"]}, assign=True
+    )
+    for i, block in enumerate(model.encoder.block):
+        prefix = f"encoder.block.{i}."
 
-            def load(module: nn.Module, args: Any, _p: str = prefix) -> None:
-                sd = {k[len(_p) :]: v for k, v in shelf.read(lambda k: k.startswith(_p)).items()}
-                module.load_state_dict(sd, strict=True, assign=True)
+        def load(module: nn.Module, args: Any, _p: str = prefix) -> None:
+            sd = {k[len(_p) :]: v for k, v in shelf.read(lambda k: k.startswith(_p)).items()}
+            module.load_state_dict(sd, strict=True, assign=True)
 
-            def drop(module: nn.Module, args: Any, output: Any) -> None:
-                module.to("meta")
+        def drop(module: nn.Module, args: Any, output: Any) -> None:
+            module.to("meta")
 
-            block.register_forward_pre_hook(load)
-            block.register_forward_hook(drop)
-        model.openwan_streamed = True
-        return model.eval()
+        block.register_forward_pre_hook(load)
+        block.register_forward_hook(drop)
+    model.openwan_streamed = True
+    return model.eval()
 
 
 def _load_hf(folder: Path, dtype: torch.dtype) -> nn.Module:
