@@ -114,12 +114,19 @@ class S2VRequest:
         d = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
         d.pop("num_clip")  # more or fewer clips reuse the same finished ones
         d["audio_sha1"] = hashlib.sha1(audio.tobytes()).hexdigest()
-        for key in ("image", "pose_video"):
-            path = getattr(self, key)
-            if path is not None and Path(path).is_file():
-                d[f"{key}_sha1"] = hashlib.sha1(Path(path).read_bytes()).hexdigest()
+        d |= file_digests(self, ("image", "pose_video"))
         d["model"] = model
         return d
+
+
+def file_digests(obj: object, keys: tuple[str, ...]) -> dict[str, str]:
+    """``{key}_sha1`` of the contents of each file named by ``obj.<key>`` (absent ones skipped)."""
+    out = {}
+    for key in keys:
+        path = getattr(obj, key)
+        if path is not None and Path(path).is_file():
+            out[f"{key}_sha1"] = hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    return out
 
 
 def size_within_area(height: int, width: int, area: int, divisor: int = 64) -> tuple[int, int]:

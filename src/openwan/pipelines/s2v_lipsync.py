@@ -29,7 +29,6 @@ rerun of an interrupted edit resumes after the last finished clip.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 from dataclasses import dataclass
@@ -46,7 +45,14 @@ from openwan.models.s2v import MOTION_FRAMES
 from openwan.pipelines import stages
 from openwan.pipelines.image_cond import fit_image, load_image
 from openwan.pipelines.request import RequestError
-from openwan.pipelines.s2v import S2V_FPS, S2V_NEGATIVE_PROMPT, S2VRequest, WanS2V, size_within_area
+from openwan.pipelines.s2v import (
+    S2V_FPS,
+    S2V_NEGATIVE_PROMPT,
+    S2VRequest,
+    WanS2V,
+    file_digests,
+    size_within_area,
+)
 from openwan.pipelines.s2v_clip import ClipConditions, ClipEdit
 
 log = logging.getLogger(__name__)
@@ -139,14 +145,15 @@ def _mask(path: str | Path | None, size: tuple[int, int], frames: int) -> torch.
 
 def _fingerprint(pipe: WanS2V, req: LipSyncRequest, wave: np.ndarray) -> dict[str, object]:
     """What the stored clips of a lip-sync run depend on (see ``S2VRequest.fingerprint``)."""
-    d = {"task": "s2v-lipsync", **req.settings.fingerprint(wave, pipe.model_id)}
+    # the settings' image slot is unused by the edit: it carries the source video, so the
+    # settings fingerprint hashes the video once (``image_sha1``)
+    settings = dataclasses.replace(req.settings, image=req.video)
+    d = {"task": "s2v-lipsync", **settings.fingerprint(wave, pipe.model_id)}
     d["strength"] = req.strength
-    for key in ("video", "mask", "reference"):
+    for key in ("mask", "reference"):
         path = getattr(req, key)
         d[key] = None if path is None else str(path)
-        if path is not None and Path(path).is_file():
-            d[f"{key}_sha1"] = hashlib.sha1(Path(path).read_bytes()).hexdigest()
-    return d
+    return d | file_digests(req, ("mask", "reference"))
 
 
 def lipsync(
