@@ -1,5 +1,6 @@
 """A tiny random Wan2.2-S2V checkpoint folder (official layout) and small media files."""
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -96,3 +97,23 @@ def speech_like(seconds: float, rate: int, seed: int = 0) -> np.ndarray:
     return (0.3 * env * np.sin(2 * np.pi * 180 * t) + 0.02 * rng.standard_normal(t.size)).astype(
         np.float32
     )
+
+
+class StopAfterFirstClip(Exception):
+    """Raised by :func:`stop_after_first_clip`, an ``on_clip`` callback: an interrupted job."""
+
+
+def stop_after_first_clip(r: int, n: int) -> None:
+    if r == 0:
+        raise StopAfterFirstClip
+
+
+@contextlib.contextmanager
+def counted_calls(module: torch.nn.Module):
+    """A list that gets one item per forward call of ``module`` inside the block."""
+    calls: list[int] = []
+    hook = module.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        yield calls
+    finally:
+        hook.remove()

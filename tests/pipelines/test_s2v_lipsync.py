@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.tiny_s2v import speech_like, write_s2v_checkpoint, write_wav
+from helpers.tiny_s2v import (
+    StopAfterFirstClip,
+    counted_calls,
+    speech_like,
+    stop_after_first_clip,
+    write_s2v_checkpoint,
+    write_wav,
+)
 from openwan.io.audio import stream_durations
 from openwan.io.video import save_video
 from openwan.pipelines import s2v_lipsync
@@ -130,28 +137,17 @@ def test_interrupted_lipsync_resumes_after_the_last_finished_clip(setup, tmp_pat
     full = _run(pipe, root, tmp_path / "full.mp4", monkeypatch, mask=root / "mouth.png")
     assert not (tmp_path / "full.mp4.parts").exists()  # removed once the output is written
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_first(r, n):
-        if r == 0:
-            raise Stop
-
     out = tmp_path / "cut.mp4"
-    with pytest.raises(Stop):
-        lipsync(pipe, _req(root, mask=root / "mouth.png"), out, on_clip=stop_after_first)
+    with pytest.raises(StopAfterFirstClip):
+        lipsync(pipe, _req(root, mask=root / "mouth.png"), out, on_clip=stop_after_first_clip)
     assert not out.exists() and (tmp_path / "cut.mp4.parts" / "clip_0000.safetensors").is_file()
-    calls = []
-    hook = pipe.dit.register_forward_hook(lambda *a: calls.append(1))
-    try:
+    with counted_calls(pipe.dit) as calls:
         resumed = _run(pipe, root, out, monkeypatch, mask=root / "mouth.png")
-    finally:
-        hook.remove()
     assert len(calls) == 2 * 2  # clip 1 only: 2 steps x (cond + uncond)
     assert torch.equal(resumed, full)
     # a different edit (here: the strength) of the same output refuses the stored clips
-    with pytest.raises(Stop):
-        lipsync(pipe, _req(root, mask=root / "mouth.png"), out, on_clip=stop_after_first)
+    with pytest.raises(StopAfterFirstClip):
+        lipsync(pipe, _req(root, mask=root / "mouth.png"), out, on_clip=stop_after_first_clip)
     with pytest.raises(RequestError, match="different request"):
         lipsync(pipe, _req(root, mask=root / "mouth.png", strength=0.5), out)
 

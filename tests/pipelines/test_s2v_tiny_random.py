@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.tiny_s2v import speech_like, write_s2v_checkpoint, write_wav
+from helpers.tiny_s2v import (
+    StopAfterFirstClip,
+    counted_calls,
+    speech_like,
+    stop_after_first_clip,
+    write_s2v_checkpoint,
+    write_wav,
+)
 from openwan.io.audio import AudioError, read_audio, stream_durations
 from openwan.io.video import read_video
 from openwan.pipelines.request import RequestError
@@ -78,23 +85,12 @@ def test_resume_after_an_interruption_reuses_finished_clips(setup, full_run, tmp
     req = _request(root)
     full = full_run[0]
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_first(r, n):
-        if r == 0:
-            raise Stop
-
     out = tmp_path / "resumed.mp4"
-    with pytest.raises(Stop):
-        pipe.generate(req, out, on_clip=stop_after_first)
+    with pytest.raises(StopAfterFirstClip):
+        pipe.generate(req, out, on_clip=stop_after_first_clip)
     assert not out.exists() and (tmp_path / "resumed.mp4.parts" / "clip_0000.safetensors").is_file()
-    calls = []
-    hook = pipe.dit.register_forward_hook(lambda *a: calls.append(1))
-    try:
+    with counted_calls(pipe.dit) as calls:
         pipe.generate(req, out)
-    finally:
-        hook.remove()
     assert len(calls) == 2 * 2 * 2  # clips 1 and 2 only: 2 steps x (cond + uncond)
     a, b = read_video(full)[0].astype(float), read_video(out)[0].astype(float)
     assert np.abs(a - b).mean() < 1.0  # same frames (up to the lossy encode)
