@@ -370,3 +370,16 @@ def test_i2v_training_starts_as_its_t2v_init_and_conditions_on_the_first_frame(
     assert all(torch.equal(before[k], after[k]) for k in before)  # train_text = False
     with pytest.raises(ValueError, match="model_type"):
         train_dit(dataclasses.replace(t2v_cfg, run_dir=str(tmp_path / "c"), model_type="flf2v"))
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [({"model_type": "i2v"}, "model_type"), ({"precision": "bf16"}, "precision"),
+     ({"compile": True}, "compile")],
+)  # fmt: skip
+def test_distributed_training_refuses_settings_it_would_ignore(change, named):
+    from openwan.training.distributed import train_dit_distributed
+
+    # refused before any process group is touched (none exists here)
+    with pytest.raises(ValueError, match=named):
+        train_dit_distributed(dataclasses.replace(TINY_DIT, **change), plan=None)
