@@ -5,9 +5,11 @@
 Each configuration runs in its own process (so peak RSS is its own); the table prints CPU
 seconds per forward, the speed-up against the faster of fp32 and bf16, the output's relative
 error against fp32, the resident weight bytes and the peak RSS (which includes building the
-model in fp32 before converting it). ``int8`` is openwan's native path (``torch._int_mm``, bf16
-activations around it); ``int8-torchao`` is torchao's Int8DynamicActivationInt8WeightConfig
-on the same bf16 model, in eager mode.
+model in fp32 before converting it). ``int8`` is openwan's native path on the fp32 model (int8
+block linears in PyTorch's x86 quantized engine, everything else in fp32: on CPUs without
+AVX512-BF16, bf16 elementwise work and GEMMs are several times slower than fp32);
+``int8-bf16`` is the same on the bf16 model; ``int8-torchao`` is torchao's
+Int8DynamicActivationInt8WeightConfig on the fp32 model, in eager mode.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve()
 LATENT = (1, 16, 5, 30, 52)  # 480P-wide latent, 5 latent frames: 1950 tokens
-CASES = ("fp32", "bf16", "int8", "int8-torchao")
+CASES = ("fp32", "bf16", "int8", "int8-bf16", "int8-torchao")
 
 
 def child(case: str, layers: int, repeats: int) -> None:
@@ -39,7 +41,7 @@ def child(case: str, layers: int, repeats: int) -> None:
     x = torch.randn(LATENT, generator=g)
     ctx = torch.randn(1, 512, 4096, generator=g)
     t = torch.tensor([500.0])
-    if case != "fp32":
+    if case in ("bf16", "int8-bf16"):
         model = model.to(torch.bfloat16)
     if case.startswith("int8"):
         apply_quant(model, "int8", backend="torchao" if case.endswith("torchao") else "native")

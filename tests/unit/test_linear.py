@@ -82,3 +82,16 @@ def test_gelu_ffn_keeps_the_official_keys_and_equals_the_plain_sequential():
     x = torch.randn(3, 9, 12)
     with torch.no_grad():
         assert _rel(ffn(x), plain(x)) < 1e-6
+
+
+def test_bf16_takes_aten_where_onednn_has_no_bf16_kernels(monkeypatch):
+    """On AVX2-only CPUs oneDNN refuses bf16 primitives: the leaves must not call it there."""
+    from openwan.ops import onednn
+
+    x, w = torch.randn(4, 8), torch.randn(6, 8)
+    monkeypatch.setattr(onednn, "bf16_kernels", lambda: False)
+    with torch.no_grad():
+        assert not onednn.eligible(x.bfloat16(), w.bfloat16())
+        assert onednn.eligible(x, w) == torch.backends.mkldnn.is_available()
+        out = linear(x.bfloat16(), w.bfloat16())
+    assert _rel(out, x.bfloat16().float() @ w.bfloat16().float().T) < 8e-3

@@ -2,6 +2,7 @@
 linears change, the model stays close to fp32, and fp8 is refused without a suitable GPU."""
 
 import importlib.util
+import warnings
 
 import pytest
 import torch
@@ -24,16 +25,27 @@ def model_and_inputs():
 
 @torch.no_grad()
 def test_int8_linear_is_the_dequantized_product():
+    """Both kernels equal their formula: ``torch._int_mm`` with symmetric per-token int8 rows,
+    and the CPU engine on rows divided by their own maximum (per-tensor uint8, 7-bit range)."""
     torch.manual_seed(0)
     lin = nn.Linear(48, 40)
-    x = torch.randn(3, 17, 48)
+    x = torch.randn(3, 17, 48) * torch.rand(3, 17, 1) * 5  # rows of different magnitude
     q = Int8Linear(lin)
     rows = x.reshape(-1, 48)
-    s = rows.abs().amax(1, keepdim=True) / 127
-    xq = torch.round(rows / s).clamp(-127, 127)
     wq = q.qweight.double() * q.weight_scale.double()[:, None]
+    m = rows.abs().amax(1, keepdim=True)
+    unit = rows / m
+    with warnings.catch_warnings():  # PyTorch's quantized tensors are deprecated
+        warnings.simplefilter("ignore")
+        unit_q = torch.quantize_per_tensor_dynamic(unit, torch.quint8, True).dequantize()
+    expected_cpu = (unit_q.double() @ wq.T) * m.double() + lin.bias.double()
+    assert torch.allclose(q(x).double().reshape(-1, 40), expected_cpu, rtol=1e-5, atol=1e-5)
+    s = m / 127
+    xq = torch.round(rows / s).clamp(-127, 127)
     expected = (xq.double() * s.double()) @ wq.T + lin.bias.double()
+    q.cpu_kernel = False
     assert torch.allclose(q(x).double().reshape(-1, 40), expected, rtol=1e-5, atol=1e-5)
+    q.cpu_kernel = True
     assert rel_err(q(x), lin(x)) < 0.02  # int8 rounding of both operands
     assert torch.allclose(q.weight, lin.weight, atol=float(q.weight_scale.max()) / 2 + 1e-7)
     assert q.qweight.dtype == torch.int8 and q.weight.dtype == torch.float32

@@ -19,6 +19,8 @@ def eligible(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """
     if x.device.type != "cpu" or x.dtype not in _FAST_DTYPES or weight.dtype != x.dtype:
         return False
+    if x.dtype == torch.bfloat16 and not bf16_kernels():
+        return False
     if type(weight) not in _PLAIN or type(x) not in _PLAIN:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
@@ -32,10 +34,23 @@ def trainable(*tensors: torch.Tensor) -> bool:
     dtype = tensors[0].dtype
     if dtype not in _FAST_DTYPES or torch.is_autocast_enabled("cpu"):
         return False
+    if dtype == torch.bfloat16 and not bf16_kernels():
+        return False
     for t in tensors:
         if t.device.type != "cpu" or t.dtype != dtype or type(t) not in _PLAIN:
             return False
     return bool(torch.backends.mkldnn.is_available())
+
+
+@functools.cache
+def bf16_kernels() -> bool:
+    """oneDNN has bf16 kernels on this CPU (AVX512-BF16 / AMX / AVX2-VNNI-class hardware).
+
+    Without them oneDNN refuses to build bf16 primitives ("could not create a primitive
+    descriptor"), e.g. on AVX2-only AMD Zen 3; bf16 then takes aten's own kernels.
+    """
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(probe is not None and probe())
 
 
 @functools.cache

@@ -1,10 +1,19 @@
 """Quantization of the DiT blocks' linears, applied from outside: ``apply_quant(model, mode)``.
 
 - ``int8``: weights int8 per output channel, activations int8 per token, computed at run time
-  (dynamic), the GEMM in ``torch._int_mm`` (VNNI/AMX on CPU, tensor cores on CUDA) and the
-  int32 result rescaled in fp32. torchao 0.18's ``Int8DynamicActivationInt8WeightConfig`` is
-  also usable (``backend="torchao"``), but in eager mode on CPU it is slower than bf16 (its
-  quantize / rescale steps are separate unfused kernels, built to be fused by torch.compile;
+  (dynamic), the int32 result rescaled in fp32. The GEMM runs where the tensor lives:
+  - on CPU, in PyTorch's x86 quantized engine (FBGEMM / oneDNN: ``quantized::linear_dynamic``
+    on prepacked weights), which has int8 kernels for plain AVX2 as well as VNNI/AMX. Each row
+    is first divided by its own absolute maximum, so the engine's per-tensor activation
+    quantization acts per token; the row scale is multiplied back into the output. The engine
+    uses 7 bits of activation range (``reduce_range``), which keeps AVX2's 16-bit pairwise
+    accumulation from saturating;
+  - on CUDA, in ``torch._int_mm`` (int8 tensor cores) with symmetric per-token activations.
+  ``torch._int_mm`` is also the CPU fallback where no quantized engine is built in; it is fast
+  only on CPUs with VNNI/AMX (on plain AVX2 it is a reference loop, ~100x slower than fp32).
+  torchao 0.18's ``Int8DynamicActivationInt8WeightConfig`` is also usable
+  (``backend="torchao"``), but in eager mode on CPU it is slower than fp32 (its quantize /
+  rescale steps are separate unfused kernels, built to be fused by torch.compile;
   ``benchmarks/bench_quant.py`` measures both), so the native path is the default.
 - ``fp8``: torchao float8 (dynamic activation + weight) on CUDA GPUs of compute capability
   8.9 or higher; refused elsewhere.
@@ -18,6 +27,7 @@ a weight's value stays correct; the forward never materialises it.
 from __future__ import annotations
 
 import importlib.util
+import warnings
 
 import torch
 from torch import nn
@@ -39,6 +49,8 @@ class Int8Linear(nn.Module):
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float())
         self.compute_dtype = linear.weight.dtype
         self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.cpu_kernel = True  # False: always torch._int_mm (tests compare the two kernels)
+        self._packed: tuple[str, object] | None = None
 
     @property
     def weight(self) -> torch.Tensor:
@@ -47,13 +59,39 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)  # [M, K]
-        scale = rows.abs().amax(dim=1, keepdim=True).float().clamp_min(1e-12) / 127.0  # [M, 1]
-        q = torch.round(rows / scale.to(rows.dtype)).to(torch.int8)
-        acc = torch._int_mm(q, self.qweight.t())  # [M, N] int32
-        out = acc.float().mul_(scale).mul_(self.weight_scale)
+        packed = self._cpu_packed() if rows.device.type == "cpu" else None
+        if packed is not None:
+            # per-token scaling around the engine's per-tensor dynamic quantization
+            row_max = rows.float().abs().amax(dim=1, keepdim=True).clamp_min(1e-12)  # [M, 1]
+            unit = rows.float() / row_max
+            out = torch.ops.quantized.linear_dynamic(unit, packed, True).mul_(row_max)
+        else:
+            scale = rows.abs().amax(dim=1, keepdim=True).float().clamp_min(1e-12) / 127.0
+            q = torch.round(rows / scale.to(rows.dtype)).to(torch.int8)
+            acc = torch._int_mm(q, self.qweight.t())  # [M, N] int32
+            out = acc.float().mul_(scale).mul_(self.weight_scale)
         if self.bias is not None:
             out.add_(self.bias)
         return out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+
+    def _cpu_packed(self) -> object | None:
+        """The weights prepacked for the CPU quantized engine (built once), or None if absent."""
+        engine = torch.backends.quantized.engine
+        if self.cpu_kernel is False or self.qweight.device.type != "cpu" or engine == "none":
+            return None
+        if self._packed is None or self._packed[0] != engine:
+            zero = torch.zeros(self.out_features, dtype=torch.long)
+            try:
+                with warnings.catch_warnings():  # quantized tensors are deprecated in PyTorch
+                    warnings.simplefilter("ignore")
+                    qw = torch._make_per_channel_quantized_tensor(
+                        self.qweight, self.weight_scale.double(), zero, 0
+                    )
+                    self._packed = (engine, torch.ops.quantized.linear_prepack(qw, None))
+            except (RuntimeError, AttributeError):  # a build without the engine's kernels
+                self.cpu_kernel = False
+                return None
+        return self._packed[1]
 
 
 def _block_linears(model: WanModel) -> list[tuple[nn.Module, str, nn.Linear]]:
