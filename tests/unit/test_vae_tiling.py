@@ -10,7 +10,7 @@ from openwan.checkpoint.vae_format import load_vae
 from openwan.configs.vae import WAN21_VAE
 from openwan.eval.metrics import psnr
 from openwan.models.vae import WanVAE
-from openwan.runtime.vae_tiling import apply_vae_tiling, tile_starts, tiled_decode
+from openwan.runtime.vae_tiling import apply_vae_tiling, tile_spans, tile_starts, tiled_decode
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +21,14 @@ def vae():
 def test_tile_starts_cover_with_overlap():
     assert tile_starts(10, 16, 4) == [0]
     assert tile_starts(20, 8, 2) == [0, 6, 12]
-    for n, tile, ov in ((20, 8, 2), (33, 12, 3), (9, 8, 1)):
-        s = tile_starts(n, tile, ov)
-        assert s[0] == 0 and s[-1] + tile == n
-        assert all(b - a <= tile - ov for a, b in zip(s, s[1:]))
+    assert tile_spans(60, 32, 8) == (26, [0, 17, 34])  # 480P rows: 78 decoded, not 96
+    assert tile_spans(104, 32, 8) == (32, [0, 24, 48, 72])  # 480P columns: already even
+    for n, tile, ov in ((20, 8, 2), (33, 12, 3), (9, 8, 1), (60, 32, 8), (61, 32, 8), (90, 20, 6)):
+        size, s = tile_spans(n, tile, ov)
+        assert 2 * ov < size <= tile and s[0] == 0 and s[-1] + size == n
+        assert all(ov <= size - (b - a) for a, b in zip(s, s[1:]))  # neighbours overlap enough
+        fewer = len(s) - 1  # and no fewer tiles of the full length would cover n
+        assert fewer * tile - (fewer - 1) * ov < n
 
 
 @torch.no_grad()
