@@ -14,6 +14,7 @@ hooks (``enable_cache``), each branch inside ``cache_context("cond"/"uncond")`` 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from typing import Any
 
@@ -27,8 +28,9 @@ from openwan.io.video import to_uint8_frames
 from openwan.pipelines.t2v import WanT2V
 from openwan.runtime.cache import CacheSpec, apply_cache
 
-OPENWAN = ["teacache:0.1", "teacache:0.15", "teacache:0.2", "teacache:0.3", "attn", "cfg",
-           "cfg:3", "teacache:0.2,cfg", "teacache:0.2,cfg:3", "teacache:0.1,attn,cfg"]  # fmt: skip
+OPENWAN = ["teacache:0.1", "teacache:0.2", "teacache:0.2+hold", "teacache:0.3", "teacache:0.3+hold",
+           "attn", "cfg", "cfg:3", "teacache:0.2,cfg", "teacache:0.2,cfg:3", "teacache:0.3,cfg:3",
+           "teacache:0.1,attn,cfg"]  # fmt: skip
 DIFFUSERS = ["fbc:0.1", "fbc:0.2", "fbc:0.3", "taylorseer:3", "taylorseer:5", "pab"]  # fmt: skip
 
 
@@ -161,7 +163,11 @@ def main() -> None:
               f"{frac} {bench(videos) - base_bench:+11.3f}", flush=True)  # fmt: skip
 
     for text in args.openwan:
-        cached = apply_cache(plain, CacheSpec.parse(text, 0.1))
+        # "+hold": the first-block cache reuses its residual as it is, without extrapolating
+        spec = CacheSpec.parse(text.removesuffix("+hold"), 0.1)
+        if text.endswith("+hold"):
+            spec = dataclasses.replace(spec, extrapolate=False)
+        cached = apply_cache(plain, spec)
         row("openwan", text, cached)
         cached.remove()
     if not args.diffusers:

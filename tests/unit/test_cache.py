@@ -98,6 +98,36 @@ def test_teacache_skips_reuse_the_residual_of_their_own_branch(model):
 
 
 @torch.no_grad()
+def test_teacache_skips_extrapolate_the_last_two_residuals_in_time(model):
+    x, cond, _ = inputs(4)
+    g = torch.Generator().manual_seed(5)
+    x2 = x + 2.0 * torch.randn(x.shape, generator=g)  # far from step 1: runs in full
+    x3 = x2 + 1e-4 * torch.randn(x.shape, generator=g)  # next to step 2: skipped
+    calls = [(x, torch.tensor([900.0])), (x2, torch.tensor([300.0])), (x3, torch.tensor([299.0]))]
+
+    def parts(xx, t):
+        tokens, e, e0, ctx, layout = model.embed(xx, t, [cond])
+        h = model.blocks[0](tokens, e0, ctx, layout)
+        out = h
+        for b in model.blocks[1:]:
+            out = b(out, e0, ctx, layout)
+        return h, out - h, e, layout
+
+    (_, r1, _, _), (_, r2, _, _), (h3, _, e, layout) = (parts(*c) for c in calls)
+    slope = (r2 - r1) / (300.0 - 900.0)
+    expected = model.unpatchify(model.head(h3 + r2 + slope * (299.0 - 300.0), e), layout.grid)
+    held = model.unpatchify(model.head(h3 + r2, e), layout.grid)
+
+    for extrapolate, want in ((True, expected), (False, held)):
+        cached = apply_cache(model, CacheSpec(teacache=0.2, extrapolate=extrapolate))
+        got = [cached(xx, t, [cond]) for xx, t in calls][-1]
+        assert cached.stats.changes[0] > 0.2 > cached.stats.changes[1]  # full, full, skipped
+        assert cached.stats.blocks_run == 3 + 3 + 1
+        assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(expected, held, atol=1e-5)  # the extrapolation term matters
+
+
+@torch.no_grad()
 def test_attention_cache_reuses_the_last_computed_attention_outputs(model):
     x, cond, uncond = inputs(2)
     steps = trajectory(x)

@@ -49,6 +49,7 @@ class CacheSpec:
     attn_interval: int = 2  # recompute attention every this many steps
     cfg_interval: int = 2  # recompute the second CFG branch every this many steps
     warmup: int = 3  # steps that always run in full for attn / cfg (structure forms early)
+    extrapolate: bool = True  # teacache: skipped steps extrapolate the last two residuals in t
 
     def __post_init__(self) -> None:
         if self.teacache is not None and self.teacache < 0:
@@ -115,6 +116,8 @@ class _Branch:
     last_t: float = float("inf")
     first_residual: torch.Tensor | None = None  # teacache: of the last call that ran every block
     rest_residual: torch.Tensor | None = None
+    slope: torch.Tensor | None = None  # teacache: d(rest residual)/dt between the last two full runs
+    full_t: float = float("nan")  # timestep of the last call that ran every block
     delta: torch.Tensor | None = None  # cfg: this branch minus the lead branch, last measured
 
 
@@ -248,12 +251,19 @@ class CachedDiT(nn.Module):
             change = float((first - prev).abs().mean() / prev.abs().mean().clamp_min(1e-12))
             self.stats.changes.append(change)
             if change < threshold:
-                return h + branch.rest_residual
+                if branch.slope is None:
+                    return h + branch.rest_residual
+                return h + branch.rest_residual + branch.slope * (branch.last_t - branch.full_t)
         out = h
         for block in blocks[1:]:
             out = block(out, e0, ctx, layout)
         self.stats.blocks_run += len(blocks) - 1
-        branch.first_residual, branch.rest_residual = first, out - h
+        rest = out - h
+        if self.spec.extrapolate and branch.rest_residual is not None:
+            dt = branch.last_t - branch.full_t
+            branch.slope = (rest - branch.rest_residual) / dt if dt else None
+        branch.first_residual, branch.rest_residual = first, rest
+        branch.full_t = branch.last_t
         return out
 
 
