@@ -9,6 +9,9 @@ hooks (``enable_cache``), each branch inside ``cache_context("cond"/"uncond")`` 
 
     OMP_NUM_THREADS=1 python benchmarks/bench_cache.py    # 2 prompts per split, EN+ZH
     python benchmarks/bench_cache.py --prompts 1 --openwan teacache:0.1 cfg --diffusers fbc:0.1
+
+An openwan row may end in ``+hold`` (the first-block cache holds its last residual instead of
+extrapolating it) and ``+wN`` (N full steps first instead of 5), e.g. ``teacache:0.2+hold+w0``.
 """
 
 from __future__ import annotations
@@ -28,9 +31,8 @@ from openwan.io.video import to_uint8_frames
 from openwan.pipelines.t2v import WanT2V
 from openwan.runtime.cache import CacheSpec, apply_cache
 
-OPENWAN = ["teacache:0.1", "teacache:0.2", "teacache:0.2+hold", "teacache:0.3", "teacache:0.3+hold",
-           "attn", "cfg", "cfg:3", "teacache:0.2,cfg", "teacache:0.2,cfg:3", "teacache:0.3,cfg:3",
-           "teacache:0.1,attn,cfg"]  # fmt: skip
+OPENWAN = ["teacache:0.08", "teacache:0.1", "teacache:0.15", "teacache:0.2", "teacache:0.2+hold",
+           "teacache:0.08,cfg:3", "teacache:0.1,cfg:3", "teacache:0.2,cfg:3", "cfg", "attn"]  # fmt: skip
 DIFFUSERS = ["fbc:0.1", "fbc:0.2", "fbc:0.3", "taylorseer:3", "taylorseer:5", "pab"]  # fmt: skip
 
 
@@ -113,6 +115,21 @@ def diffusers_config(name: str, steps: int) -> Any:
     raise ValueError(f"unknown diffusers cache {name!r}")
 
 
+def bench_spec(text: str) -> CacheSpec:
+    """A ``--cache`` text plus the bench's own suffixes for the first-block cache: ``+hold``
+    reuses the residual as it is (no extrapolation), ``+wN`` runs the first N steps in full."""
+    mode, *extras = text.split("+")
+    spec = CacheSpec.parse(mode, 0.1)
+    for extra in extras:
+        if extra == "hold":
+            spec = dataclasses.replace(spec, extrapolate=False)
+        elif extra.startswith("w") and extra[1:].isdigit():
+            spec = dataclasses.replace(spec, teacache_warmup=int(extra[1:]))
+        else:
+            raise ValueError(f"unknown bench suffix +{extra} in {text!r}")
+    return spec
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--prompts", type=int, default=2, help="per split (seen / held-out), EN+ZH")
@@ -163,11 +180,7 @@ def main() -> None:
               f"{frac} {bench(videos) - base_bench:+11.3f}", flush=True)  # fmt: skip
 
     for text in args.openwan:
-        # "+hold": the first-block cache reuses its residual as it is, without extrapolating
-        spec = CacheSpec.parse(text.removesuffix("+hold"), 0.1)
-        if text.endswith("+hold"):
-            spec = dataclasses.replace(spec, extrapolate=False)
-        cached = apply_cache(plain, spec)
+        cached = apply_cache(plain, bench_spec(text))
         row("openwan", text, cached)
         cached.remove()
     if not args.diffusers:

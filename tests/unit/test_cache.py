@@ -79,7 +79,8 @@ def test_teacache_skips_reuse_the_residual_of_their_own_branch(model):
         h2, _, e, layout = parts(x2, t2, c)
         expected[name] = model.unpatchify(model.head(h2 + (full1 - h1), e), layout.grid)
     plain = model(x2, t2, [cond])
-    cached = apply_cache(model, CacheSpec(teacache=1.0))  # large: every later call skips
+    # large: every later call skips
+    cached = apply_cache(model, CacheSpec(teacache=1.0, teacache_warmup=0))
     deep = count_calls(model.blocks[1:])
     cached(x, t1, [cond])
     cached(x, t1, [uncond])
@@ -99,6 +100,8 @@ def test_teacache_skips_reuse_the_residual_of_their_own_branch(model):
 
 @torch.no_grad()
 def test_teacache_skips_extrapolate_the_last_two_residuals_in_time(model):
+    """A skipped call adds the deeper blocks' residual extrapolated linearly in t from the last
+    two full runs, and decides to skip by how well the same extrapolation predicts block 0."""
     x, cond, _ = inputs(4)
     g = torch.Generator().manual_seed(5)
     x2 = x + 2.0 * torch.randn(x.shape, generator=g)  # far from step 1: runs in full
@@ -111,20 +114,33 @@ def test_teacache_skips_extrapolate_the_last_two_residuals_in_time(model):
         out = h
         for b in model.blocks[1:]:
             out = b(out, e0, ctx, layout)
-        return h, out - h, e, layout
+        return h, h - tokens, out - h, e, layout
 
-    (_, r1, _, _), (_, r2, _, _), (h3, _, e, layout) = (parts(*c) for c in calls)
-    slope = (r2 - r1) / (300.0 - 900.0)
-    expected = model.unpatchify(model.head(h3 + r2 + slope * (299.0 - 300.0), e), layout.grid)
+    (_, f1, r1, _, _), (_, f2, r2, _, _), (h3, f3, _, e, layout) = (parts(*c) for c in calls)
+    step = (299.0 - 300.0) / (300.0 - 900.0)
+    expected = model.unpatchify(model.head(h3 + r2 + (r2 - r1) * step, e), layout.grid)
     held = model.unpatchify(model.head(h3 + r2, e), layout.grid)
 
-    for extrapolate, want in ((True, expected), (False, held)):
-        cached = apply_cache(model, CacheSpec(teacache=0.2, extrapolate=extrapolate))
+    def change(guess):
+        return float((f3 - guess).abs().mean() / f2.abs().mean())
+
+    for extrapolate, want, guess in ((True, expected, f2 + (f2 - f1) * step), (False, held, f2)):
+        cached = apply_cache(
+            model, CacheSpec(teacache=0.2, extrapolate=extrapolate, teacache_warmup=0)
+        )
         got = [cached(xx, t, [cond]) for xx, t in calls][-1]
         assert cached.stats.changes[0] > 0.2 > cached.stats.changes[1]  # full, full, skipped
+        assert cached.stats.changes[1] == pytest.approx(change(guess), rel=1e-4)
         assert cached.stats.blocks_run == 3 + 3 + 1
         assert torch.allclose(got, want, atol=1e-6)
     assert not torch.allclose(expected, held, atol=1e-5)  # the extrapolation term matters
+    assert change(f2 + (f2 - f1) * step) != pytest.approx(change(f2), rel=1e-3)
+
+    # teacache_warmup: the first steps run in full whatever the threshold
+    cached = apply_cache(model, CacheSpec(teacache=1e9, teacache_warmup=2))
+    for xx, t in calls:
+        cached(xx, t, [cond])
+    assert cached.stats.blocks_run == 3 + 3 + 1
 
 
 @torch.no_grad()
