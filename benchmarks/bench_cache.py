@@ -31,8 +31,8 @@ from openwan.io.video import to_uint8_frames
 from openwan.pipelines.t2v import WanT2V
 from openwan.runtime.cache import CacheSpec, apply_cache
 
-OPENWAN = ["teacache:0.08", "teacache:0.1", "teacache:0.15", "teacache:0.2", "teacache:0.2+hold",
-           "teacache:0.08,cfg:3", "teacache:0.1,cfg:3", "teacache:0.2,cfg:3", "cfg", "attn"]  # fmt: skip
+OPENWAN = ["teacache:0.08", "teacache:0.1", "teacache:0.2", "teacache:0.2+hold", "taylor", "taylor:4+w4",
+           "taylor:3", "taylor:5+w5", "teacache:0.08,cfg:3", "teacache:0.2,cfg:3", "cfg", "attn"]  # fmt: skip
 DIFFUSERS = ["fbc:0.1", "fbc:0.2", "fbc:0.3", "taylorseer:3", "taylorseer:5", "pab"]  # fmt: skip
 
 
@@ -124,7 +124,8 @@ def bench_spec(text: str) -> CacheSpec:
         if extra == "hold":
             spec = dataclasses.replace(spec, extrapolate=False)
         elif extra.startswith("w") and extra[1:].isdigit():
-            spec = dataclasses.replace(spec, teacache_warmup=int(extra[1:]))
+            n = int(extra[1:])
+            spec = dataclasses.replace(spec, teacache_warmup=n, taylor_warmup=n)
         else:
             raise ValueError(f"unknown bench suffix +{extra} in {text!r}")
     return spec

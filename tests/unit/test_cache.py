@@ -144,6 +144,36 @@ def test_teacache_skips_extrapolate_the_last_two_residuals_in_time(model):
 
 
 @torch.no_grad()
+def test_taylor_extrapolates_whole_calls_from_the_last_two_full_outputs(model):
+    x, cond, uncond = inputs(6)
+    steps = trajectory(x, steps=5)  # t = 900, 800, ..., 500
+    plain = [model(xs, t, [cond]) for xs, t in steps]
+    spec = CacheSpec(taylor=True, taylor_interval=2, taylor_warmup=1)
+    cached = apply_cache(model, spec)
+    blocks = count_calls(model.blocks)
+    got = [cached(xs, t, [cond]) for xs, t in steps]
+    # full at steps 0 (warm-up), 1 and 3; steps 2 and 4 extrapolate linearly in t
+    assert blocks["n"] == 3 * len(model.blocks) and cached.stats.calls_extrapolated == 2
+    assert all(torch.equal(got[k], plain[k]) for k in (0, 1, 3))
+    step2 = plain[1] + (plain[1] - plain[0]) / (800.0 - 900.0) * (700.0 - 800.0)
+    step4 = plain[3] + (plain[3] - plain[1]) / (600.0 - 800.0) * (500.0 - 600.0)
+    assert torch.allclose(got[2], step2, atol=1e-6) and torch.allclose(got[4], step4, atol=1e-6)
+    assert not torch.allclose(got[4], plain[4], atol=1e-4)
+    # each CFG branch extrapolates its own outputs
+    cached = apply_cache(model, spec)
+    got = [(cached(xs, t, [cond]), cached(xs, t, [uncond])) for xs, t in steps]
+    plain_u = [model(xs, t, [uncond]) for xs, t in steps]
+    step2_u = plain_u[1] + (plain_u[1] - plain_u[0]) / (800.0 - 900.0) * (700.0 - 800.0)
+    assert cached.stats.calls_extrapolated == 4
+    assert torch.allclose(got[2][0], step2, atol=1e-6)
+    assert torch.allclose(got[2][1], step2_u, atol=1e-6)
+    assert CacheSpec.parse("taylor:4", DEFAULT_TEACACHE) == CacheSpec(
+        taylor=True, taylor_interval=4
+    )
+    assert CacheSpec.parse("taylor:4,cfg", DEFAULT_TEACACHE).describe() == "cfg:2,taylor:4"
+
+
+@torch.no_grad()
 def test_attention_cache_reuses_the_last_computed_attention_outputs(model):
     x, cond, uncond = inputs(2)
     steps = trajectory(x)

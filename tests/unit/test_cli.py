@@ -96,6 +96,14 @@ def test_generate_on_a_random_checkpoint_writes_mp4_and_png(tmp_path, capsys):
     )
     assert read_metadata(cached)["cache"] == "teacache:0"
     assert np.array_equal(np.asarray(Image.open(cached)), np.asarray(Image.open(png)))
+    # taylor: 8 steps of 1 frame: 6 warm-up + 1 full, then (interval 2) one extrapolated per branch
+    guessed = tmp_path / "t.png"
+    run = [*args, "--frame-num", "1", "--save-file", str(guessed), "--sample-steps", "8"]
+    assert main([*run, "--cache", "taylor:2"]) == 0
+    assert "0 of 16 model calls reused another CFG branch, 2 were extrapolated" in (
+        capsys.readouterr().err
+    )
+    assert read_metadata(guessed)["cache"] == "taylor:2"
     assert main([*args, "--cache", "teacache:0.1", "--cache-threshold", "0.1"]) == 2
     assert "not both" in capsys.readouterr().err
     assert main([*args, "--cache", "fast"]) == 2

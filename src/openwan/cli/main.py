@@ -345,10 +345,12 @@ def _generate(args: argparse.Namespace, session: Any) -> int:
     if caches:
         calls = sum(c.stats.calls for c in caches)
         reused = sum(c.stats.branches_reused for c in caches)
+        guessed = sum(c.stats.calls_extrapolated for c in caches)
         blocks = sum(c.stats.blocks_run for c in caches) / sum(c.stats.blocks_total for c in caches)
+        extrapolated = f", {guessed} were extrapolated" if guessed else ""
         print(
-            f"diffusion cache: {reused} of {calls} model calls reused another CFG branch, "
-            f"{blocks:.0%} of the DiT blocks ran",
+            f"diffusion cache: {reused} of {calls} model calls reused another CFG branch"
+            f"{extrapolated}, {blocks:.0%} of the DiT blocks ran",
             file=sys.stderr,
         )
         meta["cache"] = caches[0].spec.describe()
