@@ -207,9 +207,15 @@ class CachedDiT(nn.Module):
         self._attn.clear()
         return self.model
 
-    def _branch(self, context: torch.Tensor, x: torch.Tensor, t: float) -> _Branch:
-        # which CFG branch: the embedded text is a cheap, exact fingerprint
-        key = (tuple(x.shape), tuple(context.shape), float(context[:, :4].double().sum()))
+    def _branch(self, context: Any, x: torch.Tensor, t: float) -> _Branch:
+        # which CFG branch: the text embedding (a list of [L, C] or a [B, L, C] tensor) is a
+        # cheap, exact fingerprint, read before the DiT embeds anything
+        texts = list(context) if isinstance(context, (list, tuple)) else [context]
+        key = (
+            tuple(x.shape),
+            tuple(tuple(c.shape) for c in texts),
+            sum(float(c[..., :4].double().sum()) for c in texts),
+        )
         branch = self._branches.setdefault(key, _Branch())
         if t > branch.last_t:  # time went up: a new generation
             self._branches[key] = branch = _Branch()
@@ -229,8 +235,7 @@ class CachedDiT(nn.Module):
         self.stats.calls += 1
         fp = _fingerprint(t, x)
         lead = self._lead if self._lead is not None and self._lead[0] == fp else None
-        tokens, e, e0, ctx, layout = model.embed(x, t, context, **kwargs)
-        branch = self._branch(ctx, x, float(t.max()))
+        branch = self._branch(context, x, float(t.max()))
         reuse_branch = spec.cfg and self._reuses(branch, spec.cfg_interval)
         if lead is not None and branch.delta is not None and reuse_branch:
             self.stats.branches_reused += 1
@@ -240,7 +245,8 @@ class CachedDiT(nn.Module):
             self.stats.calls_extrapolated += 1
             self.stats.blocks_total += len(model.blocks)
             out = _extrapolate(branch.outs, branch.last_t)
-        else:
+        else:  # the answers above need no embedding: skipped calls cost next to nothing
+            tokens, e, e0, ctx, layout = model.embed(x, t, context, **kwargs)
             with self._attention_reuse(spec.attn and self._reuses(branch, spec.attn_interval)):
                 tokens = self._run_blocks(branch, tokens, e0, ctx, layout)
             out = model.unpatchify(model.head(tokens, e), layout.grid)
