@@ -62,8 +62,9 @@ class Int8Linear(nn.Module):
         packed = self._cpu_packed() if rows.device.type == "cpu" else None
         if packed is not None:
             # per-token scaling around the engine's per-tensor dynamic quantization
-            row_max = rows.float().abs().amax(dim=1, keepdim=True).clamp_min(1e-12)  # [M, 1]
-            unit = rows.float() / row_max
+            rows = rows.float()
+            row_max = rows.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)  # [M, 1]
+            unit = rows / row_max
             out = torch.ops.quantized.linear_dynamic(unit, packed, True).mul_(row_max)
         else:
             scale = rows.abs().amax(dim=1, keepdim=True).float().clamp_min(1e-12) / 127.0
@@ -77,7 +78,7 @@ class Int8Linear(nn.Module):
     def _cpu_packed(self) -> object | None:
         """The weights prepacked for the CPU quantized engine (built once), or None if absent."""
         engine = torch.backends.quantized.engine
-        if self.cpu_kernel is False or self.qweight.device.type != "cpu" or engine == "none":
+        if not self.cpu_kernel or self.qweight.device.type != "cpu" or engine == "none":
             return None
         if self._packed is None or self._packed[0] != engine:
             zero = torch.zeros(self.out_features, dtype=torch.long)
