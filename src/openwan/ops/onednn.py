@@ -7,7 +7,6 @@ import functools
 import torch
 from torch import nn
 
-_FAST_DTYPES = (torch.float32, torch.bfloat16)
 _PLAIN = (torch.Tensor, nn.Parameter)
 
 
@@ -17,9 +16,7 @@ def eligible(x: torch.Tensor, weight: torch.Tensor) -> bool:
     Tensor subclasses (e.g. torchao quantized weights) dispatch through ``F.*`` instead, and
     anything autograd must differentiate too: the direct oneDNN ops have no autograd formulas.
     """
-    if x.device.type != "cpu" or x.dtype not in _FAST_DTYPES or weight.dtype != x.dtype:
-        return False
-    if x.dtype == torch.bfloat16 and not bf16_kernels():
+    if x.device.type != "cpu" or not _fast_dtype(x.dtype) or weight.dtype != x.dtype:
         return False
     if type(weight) not in _PLAIN or type(x) not in _PLAIN:
         return False
@@ -32,14 +29,17 @@ def trainable(*tensors: torch.Tensor) -> bool:
     """Plain CPU fp32/bf16 tensors of one dtype outside autocast: an op with a hand-written
     backward (the linear leaf's autograd Function) may run oneDNN on them."""
     dtype = tensors[0].dtype
-    if dtype not in _FAST_DTYPES or torch.is_autocast_enabled("cpu"):
-        return False
-    if dtype == torch.bfloat16 and not bf16_kernels():
+    if not _fast_dtype(dtype) or torch.is_autocast_enabled("cpu"):
         return False
     for t in tensors:
         if t.device.type != "cpu" or t.dtype != dtype or type(t) not in _PLAIN:
             return False
     return bool(torch.backends.mkldnn.is_available())
+
+
+def _fast_dtype(dtype: torch.dtype) -> bool:
+    """fp32, or bf16 where this CPU has oneDNN's bf16 kernels."""
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and bf16_kernels())
 
 
 @functools.cache
