@@ -10,7 +10,7 @@ from openwan.checkpoint.vae_format import load_vae
 from openwan.configs.vae import WAN21_VAE
 from openwan.eval.metrics import psnr
 from openwan.models.vae import WanVAE
-from openwan.runtime.vae_tiling import apply_vae_tiling, tile_spans, tile_starts, tiled_decode
+from openwan.runtime.vae_tiling import apply_vae_tiling, tile_spans, tiled_decode
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +18,9 @@ def vae():
     return randomize_(WanVAE(WAN21_VAE.replace(dim=8, dec_dim=8)).eval(), seed=3, scale=0.05)
 
 
-def test_tile_starts_cover_with_overlap():
-    assert tile_starts(10, 16, 4) == [0]
-    assert tile_starts(20, 8, 2) == [0, 6, 12]
+def test_tile_spans_cover_with_overlap():
+    assert tile_spans(10, 16, 4)[1] == [0]
+    assert tile_spans(20, 8, 2)[1] == [0, 6, 12]
     assert tile_spans(60, 32, 8) == (26, [0, 17, 34])  # 480P rows: 78 decoded, not 96
     assert tile_spans(104, 32, 8) == (32, [0, 24, 48, 72])  # 480P columns: already even
     for n, tile, ov in ((20, 8, 2), (33, 12, 3), (9, 8, 1), (60, 32, 8), (61, 32, 8), (90, 20, 6)):
@@ -46,7 +46,7 @@ def test_blended_tiles_are_close_to_the_untiled_decode(vae):
     ref = shipped.decode(z)[0]
     tiled = apply_vae_tiling(shipped, tile=12, overlap=4)
     got = tiled.decode(z)[0]
-    assert tile_starts(20, 12, 4) == [0, 8]  # 2 x 2 tiles
+    assert tile_spans(20, 12, 4)[1] == [0, 8]  # 2 x 2 tiles
     assert psnr(got, ref) >= 40.0  # measured 48.2 dB
     hard = tiled_decode(shipped, z, tile=12, overlap=1)[0]  # same tiles, almost no blending
     assert psnr(hard, ref) < psnr(got, ref)

@@ -32,11 +32,6 @@ def tile_spans(n: int, tile: int, overlap: int) -> tuple[int, list[int]]:
     return size, [i * (n - size) // (count - 1) for i in range(count)]
 
 
-def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of the tiles of :func:`tile_spans`."""
-    return tile_spans(n, tile, overlap)[1]
-
-
 def _ramp(length: int, start: int, end: int, total: int, overlap: int) -> torch.Tensor:
     """Blend weights along one axis of a tile covering pixels [start, end) of ``total``."""
     w = torch.ones(length, dtype=torch.float64)
