@@ -161,6 +161,15 @@ def _in_batches(
         flush(pending)
 
 
+def _reusable_rows(cfg: DiTTrainConfig, rows: int) -> int | None:
+    """How many rows of an on-disk cache of ``rows`` clips this run reads, None if too few: a
+    dataset's cache whole; shapes-world clips are deterministic by index, so the first
+    ``latent_clips`` of a larger cache are the ``latent_clips``-clip cache."""
+    if cfg.dataset is not None:
+        return rows
+    return cfg.latent_clips if rows >= cfg.latent_clips else None
+
+
 def latent_cache(
     cfg: DiTTrainConfig, run_dir: Path, show_progress: bool = True
 ) -> tuple[torch.Tensor, list[Caption]]:
@@ -169,9 +178,8 @@ def latent_cache(
     if path.is_file():
         data = load_file(str(path))
         meta = json.loads((run_dir / "latents.json").read_text(encoding="utf-8"))
-        if data["latents"].shape[0] >= cfg.latent_clips or cfg.dataset is not None:
-            # clips are deterministic by index: the first N of a larger cache are the N-clip cache
-            n = data["latents"].shape[0] if cfg.dataset is not None else cfg.latent_clips
+        n = _reusable_rows(cfg, data["latents"].shape[0])
+        if n is not None:
             log.info("reusing the latent cache %s (delete it to encode again)", path)
             scenes = [s if isinstance(s, str) else Scene.from_dict(s) for s in meta[:n]]
             return data["latents"][:n], scenes
@@ -212,8 +220,9 @@ def condition_cache(cfg: DiTTrainConfig, run_dir: Path, show_progress: bool = Tr
     path = run_dir / "conds.safetensors"
     if path.is_file():
         data = load_file(str(path))["y"]
-        if data.shape[0] >= cfg.latent_clips or cfg.dataset is not None:
-            return data if cfg.dataset is not None else data[: cfg.latent_clips]
+        n = _reusable_rows(cfg, data.shape[0])
+        if n is not None:
+            return data[:n]
     if cfg.vae is None:
         raise ValueError("training an I2V DiT needs the VAE: pass --vae <folder>")
     vae = load_vae(cfg.vae)
