@@ -137,13 +137,12 @@ class CacheStats:
 class _Branch:
     step: int = -1  # steps seen in this generation, minus one
     last_t: float = float("inf")
-    first_residual: torch.Tensor | None = None  # teacache: of the last call that ran every block
-    rest_residual: torch.Tensor | None = None
-    slope: torch.Tensor | None = None  # teacache: d(rest residual)/dt, last two full runs
-    first_slope: torch.Tensor | None = None  # teacache: the same for block 0's residual
-    full_t: float = float("nan")  # timestep of the last call that ran every block
+    # (t, value) of the last full calls, newest last: teacache's block-0 and deeper residuals,
+    # taylor's outputs; :func:`_extrapolate` predicts from them
+    firsts: list[tuple[float, torch.Tensor]] = field(default_factory=list)
+    rests: list[tuple[float, torch.Tensor]] = field(default_factory=list)
+    outs: list[tuple[float, torch.Tensor]] = field(default_factory=list)
     delta: torch.Tensor | None = None  # cfg: this branch minus the lead branch, last measured
-    outs: list[tuple[float, torch.Tensor]] = field(default_factory=list)  # taylor: (t, output)
 
 
 class _Reusable(nn.Module):
@@ -251,8 +250,7 @@ class CachedDiT(nn.Module):
                 tokens = self._run_blocks(branch, tokens, e0, ctx, layout)
             out = model.unpatchify(model.head(tokens, e), layout.grid)
             if spec.taylor:
-                kept = [(t_, o) for t_, o in branch.outs if t_ != branch.last_t]
-                branch.outs = [*kept, (branch.last_t, out)][-2:]  # first order: the last two
+                branch.outs = _remember(branch.outs, branch.last_t, out, 2)
         if lead is None:
             self._lead = (fp, out)
         elif spec.cfg:
@@ -292,44 +290,39 @@ class CachedDiT(nn.Module):
             return self.model.run_blocks(x, e0, ctx, layout)
         h = blocks[0](x, e0, ctx, layout)
         self.stats.blocks_run += 1
-        first = h - x
-        if branch.first_residual is not None and branch.rest_residual is not None:
-            dt = branch.last_t - branch.full_t
-            prev = branch.first_residual
+        first, t = h - x, branch.last_t
+        if branch.rests:
+            prev = branch.firsts[-1][1]
             # how well the last full runs predict block 0 now: the same guess made for the rest
-            guess = prev if branch.first_slope is None else prev + branch.first_slope * dt
+            guess = _extrapolate(branch.firsts, t)
             change = float((first - guess).abs().mean() / prev.abs().mean().clamp_min(1e-12))
             self.stats.changes.append(change)
             if change < threshold and branch.step >= self.spec.teacache_warmup:
-                if branch.slope is None:
-                    return h + branch.rest_residual
-                return h + branch.rest_residual + branch.slope * dt
+                return h + _extrapolate(branch.rests, t)
         out = h
         for block in blocks[1:]:
             out = block(out, e0, ctx, layout)
         self.stats.blocks_run += len(blocks) - 1
-        rest = out - h
-        if self.spec.extrapolate and branch.rest_residual is not None:
-            assert branch.first_residual is not None
-            dt = branch.last_t - branch.full_t
-            if dt:
-                branch.slope = (rest - branch.rest_residual) / dt
-                branch.first_slope = (first - branch.first_residual) / dt
-        branch.first_residual, branch.rest_residual = first, rest
-        branch.full_t = branch.last_t
+        keep = 2 if self.spec.extrapolate else 1  # one point: the value is held
+        branch.firsts = _remember(branch.firsts, t, first, keep)
+        branch.rests = _remember(branch.rests, t, out - h, keep)
         return out
 
 
+def _remember(
+    points: list[tuple[float, torch.Tensor]], t: float, value: torch.Tensor, keep: int
+) -> list[tuple[float, torch.Tensor]]:
+    """``points`` with ``(t, value)`` added as the newest (replacing one at the same t), the
+    last ``keep`` kept."""
+    return [*(p for p in points if p[0] != t), (t, value)][-keep:]
+
+
 def _extrapolate(points: list[tuple[float, torch.Tensor]], t: float) -> torch.Tensor:
-    """The polynomial in t through ``points`` (Lagrange form), evaluated at ``t``."""
-    out = torch.zeros_like(points[0][1])
-    for i, (ti, value) in enumerate(points):
-        weight = 1.0
-        for j, (tj, _) in enumerate(points):
-            if j != i:
-                weight *= (t - tj) / (ti - tj)
-        out.add_(value, alpha=weight)
-    return out
+    """The line in t through the last two ``points`` at ``t`` (one point: its value)."""
+    if len(points) == 1:
+        return points[0][1]
+    (t0, a), (t1, b) = points[-2:]
+    return b + (b - a) / (t1 - t0) * (t - t1)
 
 
 def apply_cache(model: WanModel, spec: CacheSpec) -> CachedDiT:
