@@ -1,4 +1,5 @@
-"""``openwan eval shapesbench``: ground truth scores 1, an I2V model is also scored on its first frame."""
+"""``openwan eval``: shapesbench (ground truth scores 1, an I2V model is also scored on its first
+frame), continuation seams, and VAE reconstruction."""
 
 import json
 import shutil
@@ -59,3 +60,35 @@ def test_continuation_reports_one_ratio_per_joint(tmp_path, capsys, i2v_folder):
     assert all(r > 0 for r in video["joint_ratios"])
     assert report["share_seamless"] == float(max(video["joint_ratios"]) <= 2.0)
     assert "worst joint" in capsys.readouterr().out
+
+
+def test_eval_vae_scores_the_reconstruction_of_held_out_clips(tmp_path, capsys):
+    import torch
+
+    from openwan.assets import tiny_model_dir
+    from openwan.checkpoint.vae_format import load_vae
+    from openwan.data.shapes import ShapesWorld, to_tensor
+    from openwan.eval.metrics import psnr
+
+    out = tmp_path / "vae.json"
+    # a whole model folder is accepted too: its vae/ is used
+    args = ["eval", "vae", "--vae", str(tiny_model_dir()), "--clips", "2", "--frames", "5"]
+    assert main([*args, "--out", str(out)]) == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert "PSNR" in capsys.readouterr().out
+    vae = load_vae(tiny_model_dir() / "vae").eval()
+    clip = to_tensor(ShapesWorld(seed=11, frames=5, split="heldout")[1][0])
+    with torch.no_grad():
+        recon = vae.decode(vae.encode(clip[None]))[0].clamp(-1, 1)
+    row = report["clips"][1]
+    assert row["psnr_db"] == pytest.approx(psnr(recon, clip), abs=1e-6)
+    assert row["first_frame_psnr_db"] == pytest.approx(psnr(recon[:, :1], clip[:, :1]), abs=1e-6)
+    assert report["mean"]["psnr_db"] == pytest.approx(
+        (report["clips"][0]["psnr_db"] + row["psnr_db"]) / 2
+    )
+    assert 20 < row["psnr_db"] < 60 and 0.5 < row["ssim"] <= 1.0
+
+
+def test_eval_vae_refuses_a_frame_count_the_vae_cannot_take(capsys):
+    assert main(["eval", "vae", "--frames", "6", "--clips", "1"]) == 2
+    assert "--frames must be 4k+1" in capsys.readouterr().err
