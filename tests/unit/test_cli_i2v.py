@@ -97,3 +97,23 @@ def test_flf2v_with_a_last_frame_of_another_size_warns_and_runs(ckpt, tmp_path, 
     assert read_video(out)[0].shape == (5, 32, 48, 3)
     meta = read_metadata(out)
     assert meta["first_frame"].endswith("red.png") and meta["last_frame"].endswith("large.png")
+
+
+def test_anchor_frames_flag_switches_the_pinning_of_the_given_frame(ckpt, monkeypatch):
+    from openwan.pipelines import stages
+
+    calls = []
+    real = stages.anchor_known_frames
+
+    def spy(model_fn, known, *rest):
+        calls.append(tuple(known.shape))
+        return real(model_fn, known, *rest)
+
+    monkeypatch.setattr(stages, "anchor_known_frames", spy)
+    root, official = ckpt
+    image = ["--image", str(root / "red.png")]
+    assert main(_args(official, *image, "--save-file", str(root / "a.mp4"))) == 0
+    assert calls == []  # an official-layout I2V model: off by default, like the reference
+    argv = _args(official, *image, "--anchor-frames", "on", "--save-file", str(root / "b.mp4"))
+    assert main(argv) == 0
+    assert len(calls) == 1 and calls[0][1] == 1  # the first latent frame, pinned

@@ -48,3 +48,45 @@ def test_a14b_expert_switch_follows_the_official_boundary():
     # I2V-A14B: shift 5, boundary 0.9 -> 15 high-noise steps
     t = make_schedule("unipc", 40, 5.0).timesteps
     assert int((t >= 900).sum()) == 15
+
+
+def test_leading_known_latents_are_the_frames_whose_whole_past_is_given():
+    from openwan.pipelines.image_cond import known_frame_mask
+
+    lat = torch.randn(16, 5, 2, 2)
+
+    def y(known):
+        return torch.cat([known_frame_mask(17, known, (2, 2)), lat])
+
+    assert torch.equal(stages.leading_known_latents(y([0]), 4), lat[:, :1])
+    assert torch.equal(stages.leading_known_latents(y([0, 1, 2, 3, 4]), 4), lat[:, :2])
+    # FLF2V: the last frame is given too, but its latent also encodes the unknown frames before it
+    assert torch.equal(stages.leading_known_latents(y([0, 16]), 4), lat[:, :1])
+    assert stages.leading_known_latents(y([8]), 4) is None
+
+
+def test_anchored_frames_end_on_their_latents_and_the_others_are_untouched():
+    torch.manual_seed(0)
+    noise = torch.randn(4, 3, 2, 2)
+    known = torch.randn(4, 1, 2, 2)
+
+    def model_fn(x, t, i):  # elementwise, so frames do not interact
+        return 0.5 * x + torch.sin(x) + float(t[0]) / 1000
+
+    for solver in ("unipc", "euler"):
+        free = stages.denoise(model_fn, noise, solver, 6, 3.0)
+        pinned_fn = stages.anchor_known_frames(model_fn, known, solver, 6, 3.0)
+        seen = []
+
+        def spy(x, t, i, seen=seen, pinned_fn=pinned_fn):
+            seen.append(x[:, :1].clone())
+            return pinned_fn(x, t, i)
+
+        pinned = stages.denoise(spy, noise, solver, 6, 3.0)
+        assert torch.allclose(pinned[:, :1], known, atol=1e-5)
+        assert torch.allclose(pinned[:, 1:], free[:, 1:], atol=1e-6)
+        # on the way the pinned frame stays on the straight path from its noise to ``known``
+        # (the first sigma of the table is just below 1, where the noise is taken to sit)
+        sigmas = make_schedule(solver, 6, 3.0).sigmas
+        for x, s in zip(seen, sigmas):
+            assert torch.allclose(x, known + s / sigmas[0] * (noise[:, :1] - known), atol=1e-5)

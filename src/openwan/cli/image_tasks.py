@@ -40,6 +40,14 @@ def add_image_args(p: argparse.ArgumentParser, flag: Callable[..., None]) -> Non
         help="continuation: frames of the previous clip each new clip starts from (4n+1 keeps "
         "whole latent frames; default 1 = plain I2V from the last frame)",
     )
+    flag(
+        p,
+        "anchor_frames",
+        choices=("on", "off"),
+        default=None,
+        help="pin the given leading frames to their latents while sampling, so the video starts "
+        "exactly on the image (default: on for i2v-tiny, off for the official models)",
+    )
 
 
 def wants_image_pipeline(args: argparse.Namespace) -> bool:
@@ -88,6 +96,8 @@ def run_image_task(
     pipe: Any, args: argparse.Namespace, request: Any, inputs: dict[str, Any], on_step: Any
 ) -> Any:
     """Generate with a WanI2V pipeline; several rounds continue the video from its last frames."""
+    if args.anchor_frames is not None:
+        pipe.anchor_frames = args.anchor_frames == "on"
     if inputs["video"] is not None:
         return pipe.extend(
             request,

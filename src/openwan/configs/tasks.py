@@ -50,6 +50,9 @@ class TaskSpec:
     # tiny I2V DiT lives beside the t2v one and shares its VAE and text encoder)
     dit_dir: str | None = None
     image_output: bool = False  # t2i: one frame written as PNG
+    # I2V-type tasks: pin the leading given frames' latents while sampling
+    # (``stages.anchor_known_frames``); the official models' reference does not
+    anchor_known_frames: bool = False
     text_dtype: str = "bf16"  # umT5 compute dtype (official: bf16)
 
     @property
@@ -187,7 +190,10 @@ _register(TaskSpec("t2v-tiny", TINY_DIT, TINY_VAE, **_TINY_SETTINGS))
 # The embedded tiny I2V model (src/openwan/assets/wan-tiny-i2v): the Wan2.2 I2V layout without
 # CLIP (in_dim 36: noisy latent + first-frame mask + first-frame latent), same VAE and umT5.
 TINY_I2V_DIT = TINY_DIT.replace(model_type="i2v", in_dim=36, image_embedding=False)
-_register(TaskSpec("i2v-tiny", TINY_I2V_DIT, TINY_VAE, dit_dir="transformer_i2v", **_TINY_SETTINGS))
+# Its first frame is pinned to the given image's latent while sampling (measured on 36 prompts:
+# first frame vs input 27.8 -> 33.1 dB PSNR, motion 0.389 -> 0.417).
+_register(TaskSpec("i2v-tiny", TINY_I2V_DIT, TINY_VAE, dit_dir="transformer_i2v",
+                   anchor_known_frames=True, **_TINY_SETTINGS))  # fmt: skip
 
 
 def infer_task(dit: DiTConfig, vae: VAEConfig, *, has_experts: bool = False) -> TaskSpec:

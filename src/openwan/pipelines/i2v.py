@@ -87,6 +87,9 @@ class WanI2V:
         self.device = torch.device(device)
         self.offload_model = offload_model
         self.t5_cpu = t5_cpu
+        # pin the leading given frames to their latents while sampling (the task's default;
+        # off for the official models, whose reference does not)
+        self.anchor_frames = task.anchor_known_frames
         if not offload_model:
             for m in (self.dit, self.dit_high, self.vae, self.clip):
                 if m is not None:
@@ -385,6 +388,11 @@ class WanI2V:
             offload=self.offload_model,
             extra=cond.model_kwargs(self.device),
         )
+        known = stages.leading_known_latents(cond.y, self.vae.config.stride[0])
+        if self.anchor_frames and known is not None:
+            model_fn = stages.anchor_known_frames(
+                model_fn, known.to(self.device), req.solver, req.steps, req.shift
+            )
         latent = stages.denoise(
             model_fn, noise.to(self.device), req.solver, req.steps, req.shift, callback=callback
         )

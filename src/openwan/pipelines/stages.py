@@ -112,6 +112,38 @@ def guided_model_fn(
     return model_fn
 
 
+def leading_known_latents(y: torch.Tensor, mask_channels: int) -> torch.Tensor | None:
+    """The latents ``[C, n, h, w]`` of the leading latent frames of an I2V condition ``y`` whose
+    whole causal history is given (mask 1 everywhere up to them), None if there is none. The
+    causal VAE encodes those frames as it encodes them in a full clip, so they are the clean
+    latents of the known pixels; a later known frame (FLF2V's last) is not."""
+    mask = y[:mask_channels]
+    full = (mask == 1).flatten(2).all(dim=2).all(dim=0)  # [T]
+    n = int(torch.cumprod(full.to(torch.int64), 0).sum())
+    return None if n == 0 else y[mask_channels:, :n]
+
+
+def anchor_known_frames(
+    model_fn: ModelFn, known: torch.Tensor, solver: str, steps: int, shift: float
+) -> ModelFn:
+    """Pin the leading latent frames to ``known`` (``[C, n, h, w]``): their velocity is replaced
+    by the one whose clean estimate ``x - sigma v`` is ``known``, so those frames follow the
+    straight path from their noise to ``known`` (as in training, where every frame is noised
+    alike) and end on it; the other frames see them at every step."""
+    sigmas = make_schedule(solver, steps, shift).sigmas
+    n = known.shape[1]
+
+    def pinned(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
+        v = model_fn(x, t, i)
+        sigma = float(sigmas[i])
+        if sigma > 0:
+            v = v.clone()
+            v[:, :n] = (x[:, :n].float() - known.to(x.device, torch.float32)) / sigma
+        return v
+
+    return pinned
+
+
 def denoise(
     model_fn: ModelFn,
     noise: torch.Tensor,
