@@ -383,3 +383,29 @@ def test_distributed_training_refuses_settings_it_would_ignore(change, named):
     # refused before any process group is touched (none exists here)
     with pytest.raises(ValueError, match=named):
         train_dit_distributed(dataclasses.replace(TINY_DIT, **change), plan=None)
+
+
+def test_vae_batches_mix_in_talking_faces_by_share():
+    from openwan.data.talking import MOUTH, TalkingWorld
+    from openwan.training.vae_trainer import clip_source
+
+    def mouths(cfg, steps=6):
+        source = clip_source(cfg)
+        mouth = torch.tensor(MOUTH, dtype=torch.float32).div(127.5).sub(1).view(3, 1, 1, 1)
+        out = []
+        for step in range(steps):
+            for clip in source(step):  # [3, F, H, W]
+                out.append(bool(((clip - mouth).abs().max(0).values < 0.02).any()))
+        return out
+
+    cfg = VAETrainConfig(frames=5, size=32, batch_size=4)
+    assert not any(mouths(cfg))  # the shapes world has no mouths
+    half = mouths(dataclasses.replace(cfg, talking=0.5))
+    assert 6 <= sum(half) <= 18  # about half of 24 clips
+    every = clip_source(dataclasses.replace(cfg, talking=1.0))(0)
+    world = TalkingWorld(seed=cfg.seed + 2, seconds=4 / 16, size=32)
+    from openwan.data.shapes import to_tensor
+
+    assert torch.equal(every[1], to_tensor(world[1].video[:5]))
+    with pytest.raises(ValueError, match="talking"):
+        clip_source(dataclasses.replace(cfg, talking=1.5))

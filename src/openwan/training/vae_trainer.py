@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,6 +17,7 @@ from torch import nn
 from openwan.configs.vae import VAEConfig
 from openwan.data.files import DatasetError, open_dataset
 from openwan.data.shapes import ShapesWorld, to_tensor
+from openwan.data.talking import FPS, TalkingWorld
 from openwan.models.vae import CausalConv3d, Resample, WanVAE
 from openwan.training import common
 
@@ -33,6 +35,7 @@ class VAETrainConfig:
     frames: int = 9  # 4n+1: frame 0 plus two causal chunks
     size: int = 64
     two_shapes: float = 0.0  # share of shapes-world clips with two shapes
+    talking: float = 0.0  # share of clips from the talking-shapes world (faces for S2V)
     lr: float = 1e-3
     warmup: int = 30
     weight_decay: float = 0.0
@@ -141,8 +144,22 @@ def inflate_to_video(vae: WanVAE, shadow: dict[str, torch.Tensor] | None = None)
                     b.zero_()
 
 
-def batch(world: ShapesWorld, step: int, size: int) -> torch.Tensor:
-    return torch.stack([to_tensor(world[step * size + i][0]) for i in range(size)])
+def batch(
+    world: ShapesWorld,
+    step: int,
+    size: int,
+    talking: TalkingWorld | None = None,
+    share: float = 0.0,
+) -> torch.Tensor:
+    """Clips ``step * size ...`` of the shapes world; with ``talking``, a ``share`` of them (drawn
+    per clip index) are talking-face clips cut to the same frame count."""
+    clips = []
+    for i in range(step * size, (step + 1) * size):
+        if talking is not None and np.random.default_rng([world.seed, i, 7]).random() < share:
+            clips.append(to_tensor(talking[i].video[: world.frames]))
+        else:
+            clips.append(to_tensor(world[i][0]))
+    return torch.stack(clips)
 
 
 def clip_source(cfg: VAETrainConfig) -> Callable[[int], torch.Tensor]:
@@ -152,7 +169,13 @@ def clip_source(cfg: VAETrainConfig) -> Callable[[int], torch.Tensor]:
             seed=cfg.seed, frames=cfg.frames, size=cfg.size, split="train",
             two_shapes=cfg.two_shapes,
         )  # fmt: skip
-        return lambda step: batch(world, step, cfg.batch_size)
+        if not 0.0 <= cfg.talking <= 1.0:
+            raise ValueError(f"talking is a share of the clips in [0, 1], got {cfg.talking}")
+        talk = None
+        if cfg.talking > 0:
+            seconds = (cfg.frames - 1) / FPS
+            talk = TalkingWorld(seed=cfg.seed + 2, seconds=max(seconds, 1 / FPS), size=cfg.size)
+        return lambda step: batch(world, step, cfg.batch_size, talk, cfg.talking)
     data = open_dataset(cfg.dataset, frames=cfg.frames, size=cfg.size)
     clips = [clip for clip, _ in itertools.islice(data, cfg.dataset_clips)]
     if not clips:
