@@ -409,3 +409,25 @@ def test_vae_batches_mix_in_talking_faces_by_share():
     assert torch.equal(every[1], to_tensor(world[1].video[:5]))
     with pytest.raises(ValueError, match="talking"):
         clip_source(dataclasses.replace(cfg, talking=1.5))
+
+
+def test_temporal_and_mse_terms_join_the_vae_loss_only_when_asked():
+    from openwan.models.vae import WanVAE
+    from openwan.training.vae_trainer import temporal_loss, vae_config, vae_loss
+
+    x = torch.zeros(1, 3, 3, 2, 2)
+    y = x.clone()
+    y[:, :, 1] = 1.0  # a flash in the middle frame: changes +1 then -1
+    assert float(temporal_loss(x, y)) == pytest.approx(1.0)
+    assert float(temporal_loss(y + 0.3, y)) < 1e-6  # a constant offset does not flicker
+    torch.manual_seed(0)
+    vae = WanVAE(vae_config(TINY_VAE))
+    video = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    base, parts = vae_loss(vae, video, TINY_VAE, gen())
+    assert "temporal" not in parts and "mse" not in parts
+    cfg = dataclasses.replace(TINY_VAE, temporal_weight=2.0, mse_weight=3.0)
+    both, parts = vae_loss(vae, video, cfg, gen())
+    extra = 2.0 * parts["temporal"] + 3.0 * parts["mse"]
+    assert both.item() == pytest.approx(base.item() + extra, rel=1e-5)
+    assert parts["temporal"] > 0 and parts["mse"] > 0

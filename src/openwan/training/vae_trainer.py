@@ -44,6 +44,10 @@ class VAETrainConfig:
     sample_posterior: bool = True  # False: decode the mean (a plain autoencoder; KL still logged)
     inflate_at: int | None = None  # the step where image-trained weights are inflated to video
     fg_weight: float = 0.0  # extra L1 weight on pixels that differ from the frame's corner colour
+    # L1 between the frame-to-frame changes of the reconstruction and of the clip: the decoder's
+    # flicker (its temporal upsampling pairs frames up) shows as changes the clip does not have
+    temporal_weight: float = 0.0
+    mse_weight: float = 0.0  # an MSE term (what PSNR measures) besides the L1
     ema_decay: float = 0.99
     seed: int = 0
     log_every: int = 10
@@ -109,7 +113,21 @@ def vae_loss(
     # [B, 3, F, H, W] -> frames as images for the gradient term
     grad = gradient_loss(recon.transpose(1, 2), video.transpose(1, 2))
     loss = l1 + cfg.kl_weight * kl + cfg.grad_weight * grad
-    return loss, {"l1": l1.detach().item(), "kl": kl.detach().item(), "grad": grad.detach().item()}
+    parts = {"l1": l1.detach().item(), "kl": kl.detach().item(), "grad": grad.detach().item()}
+    if cfg.temporal_weight > 0 and video.shape[2] > 1:
+        temporal = temporal_loss(recon, video)
+        loss = loss + cfg.temporal_weight * temporal
+        parts["temporal"] = temporal.detach().item()
+    if cfg.mse_weight > 0:
+        mse = (recon - video).pow(2).mean()
+        loss = loss + cfg.mse_weight * mse
+        parts["mse"] = mse.detach().item()
+    return loss, parts
+
+
+def temporal_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """L1 between the frame-to-frame differences of videos ``[B, C, F, H, W]``."""
+    return (x.diff(dim=2) - y.diff(dim=2)).abs().mean()
 
 
 @torch.no_grad()
