@@ -44,8 +44,10 @@ def test_i2v_task_gets_the_first_frame_and_reports_its_psnr(tmp_path, capsys, i2
     assert main(args) == 0
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["groups"]["all"]["n"] == 2
-    # zero condition channels: the model ignores the image, so its first frame is far from it
-    assert 5.0 < report["first_frame_psnr_db"] < 25.0
+    # zero condition channels: the model ignores the image, but i2v-tiny pins the first latent
+    # frame to the image's, so the first frame is the VAE's reconstruction of the input
+    # (not the input itself: finite)
+    assert 28.0 < report["first_frame_psnr_db"] < 60.0
     assert "first frame vs the input image" in capsys.readouterr().out
 
 
