@@ -58,7 +58,8 @@ def test_shipped_vae_reconstructs_held_out_clips(pipe):
     with torch.no_grad():
         recon = pipe.vae.decode(pipe.vae.encode(video))
     psnr = -10 * torch.log10(((recon - video) / 2).pow(2).mean(dim=(1, 2, 3, 4)))
-    assert float(psnr.mean()) > 26.0  # measured 28.6 dB on 32 such clips (the aim: 32)
+    # measured 31.7 dB on 32 such clips (28.6 before the decoder fine-tune; the aim: 32)
+    assert float(psnr.mean()) > 29.0
 
 
 def test_shapesbench_on_a_few_english_prompts(pipe):
@@ -98,7 +99,7 @@ def test_embedded_i2v_model_starts_from_the_given_frame():
     assert out.shape == (3, 17, 64, 64)
     first = out[:, :1]
     own, other = (psnr(first, shapes.to_tensor(frames[k][None])) for k in ("a", "b"))
-    assert own > 20.0 and own > other + 8.0, (own, other)  # measured: 33.1 dB mean on 36 prompts
+    assert own > 20.0 and own > other + 8.0, (own, other)  # measured: 35.5 dB mean on 36 prompts
     # the task pins the first latent frame to the image's: the decoded first frame is the VAE's
     # own reconstruction of the image (the causal decoder's frame 0 reads latent frame 0 alone)
     assert i2v.anchor_frames
