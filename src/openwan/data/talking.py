@@ -13,6 +13,7 @@ correlated with the audio envelope, and whether the face keeps its colour and sh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,15 +69,21 @@ def speech_audio(rng: np.random.Generator, envelope: np.ndarray) -> np.ndarray:
     return (0.5 * audio / peak if peak > 0 else audio).astype(np.float32)
 
 
-def frame_envelope(envelope: np.ndarray, frames: int, fps: int = FPS) -> np.ndarray:
-    """The audio envelope averaged over each video frame's time span (``frames`` values)."""
+def _per_frame(
+    signal: np.ndarray, frames: int, fps: int, reduce: Callable[[np.ndarray], float]
+) -> np.ndarray:
+    """``reduce`` of the samples in each video frame's time span (0 past the signal's end)."""
     per = RATE / fps
     out: np.ndarray = np.zeros(frames, np.float32)
     for f in range(frames):
-        a, b = int(round(f * per)), int(round((f + 1) * per))
-        seg = envelope[a:b]
-        out[f] = float(seg.mean()) if seg.size else 0.0
+        seg = signal[int(round(f * per)) : int(round((f + 1) * per))]
+        out[f] = reduce(seg) if seg.size else 0.0
     return out
+
+
+def frame_envelope(envelope: np.ndarray, frames: int, fps: int = FPS) -> np.ndarray:
+    """The audio envelope averaged over each video frame's time span (``frames`` values)."""
+    return _per_frame(envelope, frames, fps, lambda seg: float(seg.mean()))
 
 
 def openness_from_envelope(env_frames: np.ndarray) -> np.ndarray:
@@ -159,12 +166,9 @@ class TalkingWorld:
 def audio_envelope(audio: np.ndarray, frames: int, fps: int = FPS) -> np.ndarray:
     """Loudness per video frame measured from samples alone (RMS over the frame's span): what
     the sync score compares the mouth with, for any audio (also one read from a file)."""
-    per = RATE / fps
-    out: np.ndarray = np.zeros(frames, np.float32)
-    for f in range(frames):
-        seg = audio[int(round(f * per)) : int(round((f + 1) * per))]
-        out[f] = float(np.sqrt(np.mean(seg.astype(np.float64) ** 2))) if seg.size else 0.0
-    return out
+    return _per_frame(
+        audio, frames, fps, lambda seg: float(np.sqrt(np.mean(seg.astype(np.float64) ** 2)))
+    )
 
 
 def _nearest(frame: np.ndarray, palette: list[tuple[int, int, int]]) -> np.ndarray:
