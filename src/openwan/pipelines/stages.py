@@ -132,13 +132,14 @@ def anchor_known_frames(
     alike) and end on it; the other frames see them at every step."""
     sigmas = make_schedule(solver, steps, shift).sigmas
     n = known.shape[1]
+    target = known.float()  # converted once, not at every step
 
     def pinned(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
         v = model_fn(x, t, i)
         sigma = float(sigmas[i])
         if sigma > 0:
             v = v.clone()
-            v[:, :n] = (x[:, :n].float() - known.to(x.device, torch.float32)) / sigma
+            v[:, :n] = (x[:, :n].float() - target.to(x.device)) / sigma
         return v
 
     return pinned
