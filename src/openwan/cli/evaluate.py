@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -173,9 +174,7 @@ def run_shapesbench_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _vae_path(arg: str | None) -> Any:
-    from pathlib import Path
-
+def _vae_path(arg: str | None) -> Path:
     from openwan.assets import tiny_model_dir
 
     path = tiny_model_dir() / "vae" if arg is None else Path(arg)
