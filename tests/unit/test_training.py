@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -368,6 +369,21 @@ def test_i2v_training_starts_as_its_t2v_init_and_conditions_on_the_first_frame(
     before = t2v.text_encoder.model.state_dict()
     after = result.text_encoder.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # train_text = False
+
+    # the embedded layout: the I2V DiT in transformer_i2v/ beside the t2v one; init_transformer
+    # warm-starts from it (the default subfolder would give the t2v DiT instead)
+    both = export_model(result, tmp_path / "both")
+    (both / "transformer").rename(both / "transformer_i2v")
+    shutil.copytree(tmp_path / "t2v" / "transformer", both / "transformer")
+    again, _, _ = build(
+        dataclasses.replace(i2v_cfg, init=str(both), init_transformer="transformer_i2v"),
+        tmp_path / "d",
+    )
+    trained = result.dit.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in again.dit.state_dict().items())
+    with pytest.raises(ValueError, match="no transformer_x/config.json"):
+        build(dataclasses.replace(i2v_cfg, init=str(both), init_transformer="transformer_x"),
+              tmp_path / "e")  # fmt: skip
     with pytest.raises(ValueError, match="model_type"):
         train_dit(dataclasses.replace(t2v_cfg, run_dir=str(tmp_path / "c"), model_type="flf2v"))
 

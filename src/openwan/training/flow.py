@@ -42,6 +42,9 @@ class DiTTrainConfig:
     # warm start: an exported model folder (transformer/, text_encoder/, tokenizer/) whose DiT,
     # umT5 and tokenizer replace the random init (the architecture keys below must match it)
     init: str | None = None
+    # the subfolder of ``init`` that holds its DiT (e.g. "transformer_i2v" in the embedded
+    # wan-tiny folder, to warm-start from the shipped I2V model)
+    init_transformer: str = "transformer"
     dataset: str | None = None  # None: the shapes world; else a folder / metadata.csv / .jsonl
     steps: int = 2000  # length of the LR schedule
     stop_at: int | None = None  # end the run early (resume later with the same schedule)
@@ -338,7 +341,7 @@ def build(
 ) -> tuple[Denoiser, T5TextEncoder, Path]:
     tok_dir = run_dir / "tokenizer"
     if cfg.init is not None:
-        _copy_init_tokenizer(Path(cfg.init), tok_dir)
+        _copy_init_tokenizer(Path(cfg.init), tok_dir, cfg.init_transformer)
     elif not (tok_dir / "tokenizer.json").is_file():
         corpus = caption_corpus(pairs=cfg.two_shapes > 0) + list(extra_text)
         train_tokenizer(corpus, tok_dir, vocab_size=cfg.vocab_size)
@@ -354,7 +357,7 @@ def build(
     dit = WanModel(dit_config(cfg))
     dit.init_weights()
     if cfg.init is not None:
-        _load_init_weights(Path(cfg.init), dit, t5)
+        _load_init_weights(Path(cfg.init), dit, t5, cfg.init_transformer)
     if cfg.grad_checkpointing:
         _forward_blocks_checkpointed(dit)
     if not cfg.train_text:
@@ -367,27 +370,32 @@ def build(
     return Denoiser(dit, t5), encoder, tok_dir
 
 
-def require_export(init: Path) -> None:
+def require_export(init: Path, transformer: str = "transformer") -> None:
     """Fail fast (before the latent encoding) on a warm-start folder that is not an export."""
-    for part in ("transformer/config.json", "text_encoder/config.json", "tokenizer/tokenizer.json"):
+    for part in (
+        f"{transformer}/config.json",
+        "text_encoder/config.json",
+        "tokenizer/tokenizer.json",
+    ):
         if not (init / part).is_file():
             raise ValueError(
                 f"init model {init} has no {part}: give a folder written by openwan train --export"
             )
 
 
-def _copy_init_tokenizer(init: Path, tok_dir: Path) -> None:
+def _copy_init_tokenizer(init: Path, tok_dir: Path, transformer: str) -> None:
     """The warm start's tokenizer (its token ids are what the exported umT5 was trained on)."""
-    require_export(init)
+    require_export(init, transformer)
     shutil.copytree(init / "tokenizer", tok_dir, dirs_exist_ok=True)
 
 
-def _load_init_weights(init: Path, dit: WanModel, t5: nn.Module) -> None:
-    """Copy an exported model's DiT and umT5 weights into the freshly built (trainable) ones."""
+def _load_init_weights(init: Path, dit: WanModel, t5: nn.Module, transformer: str) -> None:
+    """Copy an exported model's DiT (from its ``transformer`` subfolder) and umT5 weights into
+    the freshly built (trainable) ones."""
     from openwan.checkpoint.dit_format import load_dit
 
     try:
-        exported = load_dit(init / "transformer")
+        exported = load_dit(init / transformer)
         text = T5TextEncoder.from_pretrained(init).model
     except (CheckpointError, OSError) as e:
         raise ValueError(f"cannot warm-start from {init}: {e}") from None
@@ -430,7 +438,7 @@ def train_dit(
     run_dir = Path(cfg.run_dir)
     common.autocast(cfg.precision)  # a bad value fails here, before any work
     if cfg.init is not None:
-        require_export(Path(cfg.init))
+        require_export(Path(cfg.init), cfg.init_transformer)
     dit_config(cfg)  # a bad model_type fails here, before any work
     latents, sources = latent_cache(cfg, run_dir, show_progress)
     conds = condition_cache(cfg, run_dir, show_progress) if cfg.model_type == "i2v" else None
