@@ -58,8 +58,9 @@ def test_shipped_vae_reconstructs_held_out_clips(pipe):
     with torch.no_grad():
         recon = pipe.vae.decode(pipe.vae.encode(video))
     psnr = -10 * torch.log10(((recon - video) / 2).pow(2).mean(dim=(1, 2, 3, 4)))
-    # measured 31.7 dB on 32 such clips (28.6 before the decoder fine-tune; the aim: 32)
-    assert float(psnr.mean()) > 29.0
+    # these 4 clips: 31.92 dB (31.65 with the stage-2 decoder shipped before); on 32 / 64 held-out
+    # clips 32.22 / 32.17 dB (28.6 before any decoder fine-tune; the aim: 32)
+    assert float(psnr.mean()) > 31.8
 
 
 def test_shapesbench_on_a_few_english_prompts(pipe):
