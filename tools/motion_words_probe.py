@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--ckpt-dir", default=None, help="model folder (default: the embedded one)")
     ap.add_argument("--task", default="t2v-tiny", choices=("t2v-tiny", "i2v-tiny"))
     ap.add_argument("--clips", type=int, default=48, help="clips drawn (two-shape ones skipped)")
-    ap.add_argument("--sigmas", type=float, nargs="*", default=[0.3, 0.5, 0.7, 0.85, 0.95])
+    ap.add_argument("--sigmas", type=float, nargs="*", default=[0.5, 0.8, 0.95, 0.98, 1.0])
     args = ap.parse_args()
 
     if args.task == "i2v-tiny":
