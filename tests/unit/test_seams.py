@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from openwan.data import shapes
-from openwan.eval.metrics import seam_ratios
+from openwan.eval.metrics import continuation_joints, seam_ratios
 
 
 def _video(scene, frames):
@@ -20,3 +20,12 @@ def test_a_continuous_motion_shows_no_seam_and_a_jump_does():
     assert ratios[0] < 1.5 and ratios[1] > 2.0
     with pytest.raises(ValueError, match="joints"):
         seam_ratios(moving, [49])
+
+
+def test_continuation_joints_follow_the_appended_lengths():
+    # 17-frame clips continued 3 times on the last 5 frames: 17 + 3 * 12 frames, joints after
+    # the first clip and after each appended 12
+    assert continuation_joints(17, 3, 5) == [17, 29, 41]
+    assert continuation_joints(17, 2) == [17, 33]
+    with pytest.raises(ValueError, match="cond_frames"):
+        continuation_joints(17, 1, 17)

@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ct.add_argument(
         "--rounds", type=int, default=3, help="continuation rounds after the first clip"
     )
+    ct.add_argument("--cond-frames", "--cond_frames", dest="cond_frames", type=int, default=1,
+                    help="frames of the video so far each round conditions on")  # fmt: skip
     ct.add_argument("--steps", type=int, default=None)
     ct.add_argument("--seed", type=int, default=0)
     ct.add_argument("--out", default=None, help="save the per-video ratios as JSON")
@@ -74,7 +76,7 @@ def run_continuation_cmd(args: argparse.Namespace) -> int:
 
     from openwan.checkpoint.io import atomic_path
     from openwan.data import shapes
-    from openwan.eval.metrics import seam_ratios
+    from openwan.eval.metrics import continuation_joints, seam_ratios
     from openwan.pipelines.i2v import WanI2V
     from openwan.pipelines.request import GenerationRequest
 
@@ -87,9 +89,10 @@ def run_continuation_cmd(args: argparse.Namespace) -> int:
         prompt = shapes.caption(scene, "en", k)
         first = pipe(prompt, image=Image.fromarray(video[0]), steps=args.steps, seed=args.seed + k)
         request = GenerationRequest(prompt, steps=args.steps, seed=args.seed + k + 1)
-        long = pipe.extend(request, first, num_rounds=args.rounds).video
-        clip = first.shape[1]
-        joints = [clip + r * (clip - 1) for r in range(args.rounds)]
+        long = pipe.extend(
+            request, first, num_rounds=args.rounds, cond_frames=args.cond_frames
+        ).video
+        joints = continuation_joints(first.shape[1], args.rounds, args.cond_frames)
         ratios = seam_ratios(long, joints)
         rows.append({"prompt": prompt, "frames": int(long.shape[1]), "joint_ratios": ratios})
         worst.append(max(ratios))

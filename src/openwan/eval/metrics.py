@@ -40,6 +40,15 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5)
     return float(s.mean())
 
 
+def continuation_joints(clip: int, rounds: int, cond_frames: int = 1) -> list[int]:
+    """Index of the first new frame after each joint of a video continued ``rounds`` times: the
+    first clip has ``clip`` frames and each round appends ``clip - cond_frames`` (its leading
+    ``cond_frames`` are the previous frames it was conditioned on)."""
+    if not 1 <= cond_frames < clip:
+        raise ValueError(f"cond_frames must lie in 1..{clip - 1}, got {cond_frames}")
+    return [clip + r * (clip - cond_frames) for r in range(rounds)]
+
+
 def seam_ratios(video: torch.Tensor, joints: list[int]) -> list[float]:
     """How visible each joint of a continued video ``[3, F, H, W]`` is: the mean absolute change
     from frame ``j - 1`` to the first new frame ``j``, over the median frame-to-frame change
