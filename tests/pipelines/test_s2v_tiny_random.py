@@ -189,3 +189,29 @@ def test_cli_s2v(setup, tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "cannot decode audio" in err[0]
     assert main(["generate", "--prompt", "x", "--audio", "a.wav"]) == 2
     assert "only apply to --task s2v-14B" in capsys.readouterr().err
+
+
+def test_a_stride_4_vae_sizes_the_output_by_its_own_latent_grid(setup, tmp_path):
+    # the embedded tiny VAE (3 levels) has spatial stride 4: sizes come in multiples of 32
+    # (FramePack's 8-latent patches), not the 64 of the Wan2.1 VAE, and the latent grid follows
+    from PIL import Image
+
+    from helpers.random_weights import randomize_
+    from helpers.tiny_s2v import VAE
+    from openwan.models.vae import WanVAE
+
+    root, pipe = setup
+    vae4 = randomize_(WanVAE(VAE.replace(dim_mult=(1, 2, 4), temperal_downsample=(True, True))))
+    small = WanS2V(pipe.dit, vae4, pipe.text_encoder, pipe.audio_encoder, device="cpu")
+    assert small.size_divisor == 32 and pipe.size_divisor == 64
+    assert small.latent_grid(8, 64, 96) == (2, 16, 24)
+    img = np.zeros((64, 96, 3), np.uint8)
+    img[:, 48:] = (40, 200, 40)
+    Image.fromarray(img).save(tmp_path / "wide.png")
+    out = small.generate(
+        _request(root, image=tmp_path / "wide.png", max_area=96 * 64, num_clip=1),
+        tmp_path / "wide.mp4",
+    )
+    frames, _ = read_video(out)
+    assert frames.shape[1:] == (64, 96, 3)  # the Wan2.1 VAE's 64 px rule would give 64x64
+    assert size_within_area(64, 96, 96 * 64) == (64, 64)

@@ -216,6 +216,18 @@ class WanS2V:
         pipe.model_id = f"{root.resolve()}:{dtype}"
         return pipe
 
+    # ------------------------------------------------------------ geometry
+    @property
+    def size_divisor(self) -> int:
+        """Output sizes are multiples of this: FramePack's 4x bucket takes (4, 8, 8) latent
+        patches, so the latent grid is a multiple of 8 (64 px with the Wan2.1 VAE's stride 8)."""
+        return 8 * max(self.vae.config.stride[1:])
+
+    def latent_grid(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """Latent (T, H, W) of ``frames`` new frames at ``height`` x ``width`` pixels."""
+        st, sh, sw = self.vae.config.stride
+        return frames // st, height // sh, width // sw
+
     # ------------------------------------------------------------ stages
     def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels ``[1, 3, 4n+1, H, W]`` in [-1, 1] -> normalised latents ``[1, 16, n+1, h, w]``."""
@@ -275,8 +287,9 @@ class WanS2V:
         bucket, available = bucket_features(feats, req.infer_frames, S2V_FPS)
         clips = available if req.num_clip is None else min(req.num_clip, available)
         image = load_image(req.image)
-        height, width = size_within_area(image.height, image.width, req.max_area)
-        if height < 64 or width < 64:
+        div = self.size_divisor
+        height, width = size_within_area(image.height, image.width, req.max_area, div)
+        if height < div or width < div:
             raise RequestError(
                 f"the reference image ({image.width}x{image.height}) is too elongated for an "
                 f"area of {req.max_area} px; crop it closer to the output aspect"
@@ -288,8 +301,7 @@ class WanS2V:
         if req.start_from_ref:
             history[:, :, -6:] = ref_pixels
         motion_latents = self._encode(history)
-        t_lat = req.infer_frames // 4
-        lat_h, lat_w = height // 8, width // 8
+        t_lat, lat_h, lat_w = self.latent_grid(req.infer_frames, height, width)
         poses = (
             self._pose_latents(req.pose_video, (height, width), clips, req.infer_frames)
             if req.pose_video is not None

@@ -106,12 +106,14 @@ def _at_s2v_rate(path: str | Path) -> np.ndarray:
     return video[:: max(1, round(fps / S2V_FPS))]
 
 
-def _source_frames(path: str | Path, max_area: int) -> tuple[torch.Tensor, tuple[int, int]]:
+def _source_frames(
+    path: str | Path, max_area: int, divisor: int = 64
+) -> tuple[torch.Tensor, tuple[int, int]]:
     """The source video at 16 fps, fitted to the S2V size: ``[3, N, H, W]`` in [-1, 1]."""
     from PIL import Image
 
     video = _at_s2v_rate(path)
-    height, width = size_within_area(video.shape[1], video.shape[2], max_area)
+    height, width = size_within_area(video.shape[1], video.shape[2], max_area, divisor)
     frames = [fit_image(Image.fromarray(f), (width, height))[:, 0] for f in video]
     return torch.stack(frames, dim=1), (height, width)
 
@@ -174,7 +176,7 @@ def lipsync(
         raise RequestError(f"the output must end in .mp4, got {output.name}")
     wave = read_audio(s.audio)
     bucket, available = bucket_features(pipe.audio_encoder.features(wave).cpu(), s.infer_frames)
-    source, (height, width) = _source_frames(req.video, s.max_area)
+    source, (height, width) = _source_frames(req.video, s.max_area, pipe.size_divisor)
     frames = min(source.shape[1], max(1, round(wave.shape[0] / SPEECH_RATE * S2V_FPS)))
     n = s.infer_frames
     clips = min(available, math.ceil(frames / n))
@@ -191,7 +193,7 @@ def lipsync(
     mask = _mask(req.mask, (height, width), frames)  # [1, 1, 1 or frames, H, W]
     if mask.shape[2] > 1 and short > 0:  # past the video's end: hold its last mask too
         mask = torch.cat([mask, mask[:, :, -1:].expand(-1, -1, short, -1, -1)], dim=2)
-    t_lat, lat_h, lat_w = n // 4, height // 8, width // 8
+    t_lat, lat_h, lat_w = pipe.latent_grid(n, height, width)
     context, context_null = stages.encode_prompts(
         pipe.text_encoder, [s.prompt, s.negative_prompt or S2V_NEGATIVE_PROMPT], pipe.device
     )
