@@ -9,8 +9,8 @@ re-generates the video's masked region (white in the mask image) to follow the n
 keeps every other pixel (``pipelines/s2v_lipsync.py``); ``--image`` is then optional.
 
 ``--size`` only sets the maximum pixel area (official); the output keeps the reference image's
-aspect ratio in multiples of 64. A rerun after an interruption resumes from the clips already
-written to ``<save_file>.parts/``.
+aspect ratio in multiples of 64 (8x the VAE stride). A rerun after an interruption resumes from
+the clips already written to ``<save_file>.parts/``.
 """
 
 from __future__ import annotations

@@ -206,7 +206,7 @@ class FramePack(nn.Module):
         if lat_h % 8 or lat_w % 8:
             raise ValueError(
                 f"S2V latent height/width must be multiples of 8 (FramePack 4x patches), got "
-                f"{lat_h}x{lat_w}: use pixel sizes divisible by 64"
+                f"{lat_h}x{lat_w}: use pixel sizes divisible by 8x the VAE stride (64 for the Wan2.1 VAE)"
             )
         total = sum(FRAMEPACK_BUCKETS)
         buf = motion.new_zeros(b, c, total, lat_h, lat_w)
