@@ -35,6 +35,8 @@ from openwan.models.dit import TokenLayout, WanCrossAttention, WanModel
 from openwan.ops.rope import rope_angles, rope_angles_at, rope_cos_sin
 
 MOTION_FRAMES = (73, 19)  # pixel / latent motion frames of the official pipeline
+# FramePack's 4x bucket patches (4, 8, 8) latents: the latent height and width are multiples of this
+FRAMEPACK_LATENT_MULTIPLE = 8
 
 
 @dataclass
@@ -203,10 +205,11 @@ class FramePack(nn.Module):
         ("padd" mode: the tokens stay, their content is zero).
         """
         b, c, tm, lat_h, lat_w = motion.shape
-        if lat_h % 8 or lat_w % 8:
+        m = FRAMEPACK_LATENT_MULTIPLE
+        if lat_h % m or lat_w % m:
             raise ValueError(
-                f"S2V latent height/width must be multiples of 8 (FramePack 4x patches), got "
-                f"{lat_h}x{lat_w}: use pixel sizes divisible by 8x the VAE stride (64 for the Wan2.1 VAE)"
+                f"S2V latent height/width must be multiples of {m} (FramePack 4x patches), got "
+                f"{lat_h}x{lat_w}: use pixel sizes divisible by {m}x the VAE stride (64 for the Wan2.1 VAE)"
             )
         total = sum(FRAMEPACK_BUCKETS)
         buf = motion.new_zeros(b, c, total, lat_h, lat_w)

@@ -35,7 +35,7 @@ from openwan.checkpoint.io import atomic_path
 from openwan.io.audio import SPEECH_RATE, read_audio, save_video_with_audio
 from openwan.io.video import read_video
 from openwan.models.audio import Wav2Vec2Features, bucket_features, clip_features
-from openwan.models.s2v import MOTION_FRAMES, WanModelS2V
+from openwan.models.s2v import FRAMEPACK_LATENT_MULTIPLE, MOTION_FRAMES, WanModelS2V
 from openwan.pipelines import stages
 from openwan.pipelines.image_cond import fit_image, load_image
 from openwan.pipelines.request import RequestError
@@ -219,9 +219,9 @@ class WanS2V:
     # ------------------------------------------------------------ geometry
     @property
     def size_divisor(self) -> int:
-        """Output sizes are multiples of this: FramePack's 4x bucket takes (4, 8, 8) latent
-        patches, so the latent grid is a multiple of 8 (64 px with the Wan2.1 VAE's stride 8)."""
-        return 8 * max(self.vae.config.stride[1:])
+        """Output sizes are multiples of this: the latent grid must be a multiple of FramePack's
+        patch (8 latents: 64 px with the Wan2.1 VAE's stride 8)."""
+        return FRAMEPACK_LATENT_MULTIPLE * max(self.vae.config.stride[1:])
 
     def latent_grid(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
         """Latent (T, H, W) of ``frames`` new frames at ``height`` x ``width`` pixels."""
