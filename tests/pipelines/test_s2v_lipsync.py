@@ -106,7 +106,7 @@ def _run(pipe, root, out, monkeypatch, audio=None, **kw):
 def test_masked_lipsync_keeps_every_pixel_outside_the_mask(setup, tmp_path, monkeypatch):
     root, pipe = setup
     video = _run(pipe, root, tmp_path / "o.mp4", monkeypatch, mask=root / "mouth.png")
-    source, _ = s2v_lipsync._source_frames(root / "talk.mp4", 64 * 64)
+    source, _ = s2v_lipsync._source_frames(root / "talk.mp4", 64 * 64, pipe.size_divisor)
     assert video.shape == (3, 14, 64, 64)  # video 14 frames < audio 24 frames: 2 clips, trimmed
     inside = torch.zeros(64, 64, dtype=torch.bool)
     inside[40:56, 16:48] = True
@@ -120,7 +120,7 @@ def test_whole_frame_edit_and_audio_shorter_than_video(setup, tmp_path, monkeypa
     root, pipe = setup
     write_wav(tmp_path / "short.wav", speech_like(0.5, 16000, seed=4)[None], 16000)
     video = _run(pipe, root, tmp_path / "o.mp4", monkeypatch, tmp_path / "short.wav", strength=0.5)
-    source, _ = s2v_lipsync._source_frames(root / "talk.mp4", 64 * 64)
+    source, _ = s2v_lipsync._source_frames(root / "talk.mp4", 64 * 64, pipe.size_divisor)
     assert video.shape[1] == 8  # 0.5 s of audio = 8 frames: one clip
     assert float((video - source[:, :8]).abs().mean()) > 0.01  # no mask: every pixel re-made
 
@@ -160,7 +160,7 @@ def test_mask_video_gives_every_frame_its_own_region(setup, tmp_path, monkeypatc
         masks[i, y0:y1, x0:x1] = 255
     save_video(masks, tmp_path / "masks.mp4", fps=16)
     video = _run(pipe, root, tmp_path / "o.mp4", monkeypatch, mask=tmp_path / "masks.mp4")
-    source, _ = s2v_lipsync._source_frames(root / "talk.mp4", 64 * 64)
+    source, _ = s2v_lipsync._source_frames(root / "talk.mp4", 64 * 64, pipe.size_divisor)
     decoded = s2v_lipsync._mask(tmp_path / "masks.mp4", (64, 64), 14)[0, 0] > 0.5  # [14, H, W]
     assert decoded.shape == (14, 64, 64) and not torch.equal(decoded[0], decoded[13])
     for f in range(14):

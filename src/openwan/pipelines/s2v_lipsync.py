@@ -107,9 +107,10 @@ def _at_s2v_rate(path: str | Path) -> np.ndarray:
 
 
 def _source_frames(
-    path: str | Path, max_area: int, divisor: int = 64
+    path: str | Path, max_area: int, divisor: int
 ) -> tuple[torch.Tensor, tuple[int, int]]:
-    """The source video at 16 fps, fitted to the S2V size: ``[3, N, H, W]`` in [-1, 1]."""
+    """The source video at 16 fps, fitted to the S2V size (multiples of ``divisor``, the
+    pipeline's :attr:`WanS2V.size_divisor`): ``[3, N, H, W]`` in [-1, 1]."""
     from PIL import Image
 
     video = _at_s2v_rate(path)
