@@ -1,4 +1,4 @@
-"""``openwan train-vae`` and ``openwan train`` (DiT)."""
+"""``openwan train-vae``, ``openwan train`` (DiT) and ``openwan train-s2v``."""
 
 from __future__ import annotations
 
@@ -69,6 +69,27 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=run_train_dit)
 
+    s = sub.add_parser(
+        "train-s2v", help="train a speech-to-video DiT on the talking-shapes world (s2v-tiny)"
+    )
+    s.add_argument("--config", default=None, help="TOML/JSON file with S2VTrainConfig keys")
+    s.add_argument("--run-dir", default=None)
+    s.add_argument("--steps", type=int, default=None)
+    s.add_argument("--vae", default=None, help="the VAE folder that encodes the face clips")
+    s.add_argument("--resume", default=None, help="checkpoint path, or 'latest' in the run dir")
+    s.add_argument(
+        "--export",
+        default=None,
+        help="write the EMA S2V model here (DiT at the root, vae/, wav2vec2-large-xlsr-53-english/)",
+    )
+    s.add_argument(
+        "--ship",
+        action="store_true",
+        help="export as the package ships it: fp16 DiT, int8-packed VAE, reference.png + prompt.txt",
+    )
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=run_train_s2v)
+
 
 def run_train_vae(args: argparse.Namespace) -> int:
     from openwan.checkpoint.vae_format import save_vae
@@ -118,6 +139,22 @@ def run_train_dit(args: argparse.Namespace) -> int:
     if args.export:
         export_model(result, Path(args.export))
         print(f"saved model to {args.export}")
+    return 0
+
+
+def run_train_s2v(args: argparse.Namespace) -> int:
+    from openwan.training.common import load_config
+    from openwan.training.s2v_trainer import S2VTrainConfig, export_s2v, ship_s2v, train_s2v
+
+    overrides = {"run_dir": args.run_dir, "steps": args.steps, "vae": args.vae}
+    cfg = load_config(S2VTrainConfig, args.config, overrides)
+    result = train_s2v(cfg, resume=args.resume, show_progress=not args.quiet)
+    if args.export:
+        if args.ship:
+            ship_s2v(result, Path(args.export))
+        else:
+            export_s2v(result, Path(args.export))
+        print(f"saved S2V model to {args.export}")
     return 0
 
 

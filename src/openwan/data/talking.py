@@ -163,6 +163,11 @@ class TalkingWorld:
         return TalkingItem(face, audio, env, render_face(face, opening, self.size))
 
 
+def face_caption(face: Face) -> str:
+    """The English caption of a face (the prompt s2v-tiny is trained and evaluated with)."""
+    return f"a {face.color} {face.shape} face talking on a {face.background} background"
+
+
 def audio_envelope(audio: np.ndarray, frames: int, fps: int = FPS) -> np.ndarray:
     """Loudness per video frame measured from samples alone (RMS over the frame's span): what
     the sync score compares the mouth with, for any audio (also one read from a file)."""

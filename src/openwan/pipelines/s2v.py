@@ -191,25 +191,32 @@ class WanS2V:
         dtype: torch.dtype | None = None,
     ) -> WanS2V:
         """An official ``Wan2.2-S2V-14B`` folder: DiT (``WanModel_S2V``) at the root,
-        ``Wan2.1_VAE.pth``, umT5, ``wav2vec2-large-xlsr-53-english/``."""
+        ``Wan2.1_VAE.pth``, umT5, ``wav2vec2-large-xlsr-53-english/``. An ``openwan train-s2v``
+        export (the embedded ``s2v-tiny``) has ``vae/`` (diffusers layout) instead of the .pth,
+        and may name the folder holding its text encoder in ``text.json`` (``{"text": "../"}``,
+        relative to the root) instead of holding one."""
         from openwan.checkpoint.io import CheckpointError
         from openwan.checkpoint.s2v_format import load_s2v_dit
         from openwan.checkpoint.vae_format import load_vae
         from openwan.models.text import T5TextEncoder
 
         root = Path(path)
-        for need in ("config.json", "Wan2.1_VAE.pth", WAV2VEC_DIR):
-            if not (root / need).exists():
-                raise CheckpointError(
-                    f"{root / need} not found; is {root} a Wan2.2-S2V checkpoint?"
-                )
+        vae_path = root / "Wan2.1_VAE.pth"
+        if not vae_path.exists() and (root / "vae").is_dir():
+            vae_path = root / "vae"
+        for need in (root / "config.json", vae_path, root / WAV2VEC_DIR):
+            if not need.exists():
+                raise CheckpointError(f"{need} not found; is {root} a Wan2.2-S2V checkpoint?")
+        text_root = root
+        if (root / "text.json").is_file():
+            text_root = root / json.loads((root / "text.json").read_text(encoding="utf-8"))["text"]
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype is None:
             dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
         dit = load_s2v_dit(root, dtype=dtype, device=dev)
-        vae = load_vae(root / "Wan2.1_VAE.pth", dtype=torch.float32, device=dev)
+        vae = load_vae(vae_path, dtype=torch.float32, device=dev)
         text = T5TextEncoder.from_pretrained(
-            root, dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32
+            text_root, dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32
         )
         audio = Wav2Vec2Features.from_folder(root / WAV2VEC_DIR)  # fp32 on the CPU (official)
         pipe = cls(dit, vae, text, audio, device=dev)

@@ -1,0 +1,175 @@
+"""openwan train-s2v: training samples built as the pipeline consumes them, bit-exact resume,
+the exported folder loading in WanS2V, the int8-packed storage of shipped weights."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.random_weights import randomize_
+from helpers.tiny_s2v import VAE
+from openwan.checkpoint.io import INT8_SCALE_SUFFIX, load_state_dict, pack_int8, save_state_dict
+from openwan.checkpoint.vae_format import load_vae, save_vae
+from openwan.data.talking import TalkingWorld, render_face
+from openwan.models.audio import bucket_features, clip_features
+from openwan.models.s2v import MOTION_FRAMES
+from openwan.models.vae import WanVAE
+from openwan.training.s2v_trainer import (
+    PRE_ROLL,
+    S2VTrainConfig,
+    build_wav2vec,
+    export_s2v,
+    item_samples,
+    ship_s2v,
+    train_s2v,
+)
+
+SIZE, FRAMES = 64, 8
+
+
+def tiny_cfg(tmp_path, vae_dir, **kw) -> S2VTrainConfig:
+    base = dict(
+        run_dir=str(tmp_path / "run"),
+        vae=str(vae_dir),
+        items=2,
+        clips=2,
+        infer_frames=FRAMES,
+        size=SIZE,
+        steps=4,
+        batch_size=2,
+        warmup=1,
+        num_layers=2,
+        audio_inject_layers=(0, 1),
+        ffn_dim=96,
+        ckpt_every=100,
+        log_every=1,
+        w2v_conv=8,
+    )
+    return S2VTrainConfig(**(base | kw))
+
+
+@pytest.fixture(scope="module")
+def vae_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vae") / "vae"
+    save_vae(randomize_(WanVAE(VAE), seed=1), path, format="diffusers")
+    return path
+
+
+def _pixels(video):
+    return torch.from_numpy(video).float().permute(3, 0, 1, 2) / 127.5 - 1.0
+
+
+def test_samples_are_what_the_pipeline_sees(vae_dir):
+    vae = load_vae(vae_dir).eval()
+    cfg = S2VTrainConfig(w2v_conv=8)
+    audio, _ = build_wav2vec(cfg)
+    item = TalkingWorld(seconds=2 * FRAMES / 16, size=SIZE)[3]
+    samples = item_samples(item, 2, FRAMES, vae, audio)
+    assert [bool(s["first"]) for s in samples] == [True, False]
+    ref = _pixels(render_face(item.face, np.zeros(1, np.float32), SIZE))
+    video = _pixels(item.video)
+    with torch.no_grad():
+        # clip 0: the latents after the reference's of [ref, 3 x ref, frames 0..4]
+        clip0 = torch.cat([ref, ref.expand(-1, PRE_ROLL, -1, -1), video[:, : FRAMES - PRE_ROLL]], 1)
+        want0 = vae.encode(clip0.unsqueeze(0))[0][:, 1:]
+        # clip 1: the pipeline's 73-frame history (grey, then the 5 frames output so far) encoded
+        # on its own gives the motion latents; the clip's 8 frames from frame 5 the target
+        start = FRAMES - PRE_ROLL
+        history = torch.zeros(3, MOTION_FRAMES[0], SIZE, SIZE)
+        history[:, -start:] = video[:, :start]
+        motion = vae.encode(history.unsqueeze(0))[0]
+        both = vae.encode(torch.cat([history, video[:, start : start + FRAMES]], 1).unsqueeze(0))
+    torch.testing.assert_close(samples[0]["z"], want0, rtol=0, atol=1e-6)
+    torch.testing.assert_close(samples[1]["motion"], motion, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(samples[1]["z"], both[0][:, MOTION_FRAMES[1] :], rtol=0, atol=1e-6)
+    torch.testing.assert_close(samples[0]["ref"], vae.encode(ref.unsqueeze(0))[0])
+    bucket, _ = bucket_features(audio.features(item.audio).cpu(), FRAMES, 16)
+    for r, s in enumerate(samples):
+        torch.testing.assert_close(s["audio"], clip_features(bucket, r, FRAMES)[0])
+
+
+def test_resume_is_bit_exact(tmp_path, vae_dir):
+    whole = train_s2v(tiny_cfg(tmp_path / "a", vae_dir), show_progress=False)
+    cut = tiny_cfg(tmp_path / "b", vae_dir, stop_at=2)
+    train_s2v(cut, show_progress=False)
+    resumed = train_s2v(
+        dataclasses.replace(cut, stop_at=None), resume="latest", show_progress=False
+    )
+    a, b = whole.dit.state_dict(), resumed.dit.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # and training moved the weights (the comparison above is not between two untouched models)
+    fresh = train_s2v(tiny_cfg(tmp_path / "c", vae_dir, steps=1, lr=0.0), show_progress=False)
+    assert any(not torch.equal(a[k], v) for k, v in fresh.dit.state_dict().items())
+
+
+def test_pack_int8_round_trip(tmp_path):
+    torch.manual_seed(0)
+    sd = {
+        "conv.weight": torch.randn(6, 4, 3, 3, 3),
+        "lin.weight": torch.randn(5, 7) * torch.arange(1, 6).view(5, 1),
+        "lin.bias": torch.randn(5),
+        "gamma": torch.randn(4, 1, 1),  # 3-d but one column per channel: still packed
+    }
+    packed = pack_int8(sd)
+    assert packed["conv.weight"].dtype == torch.int8
+    assert packed["lin.bias"].dtype == torch.float32
+    save_state_dict(packed, tmp_path / "p.safetensors")
+    back = load_state_dict(tmp_path / "p.safetensors")
+    assert set(back) == set(sd)
+    for k, v in sd.items():
+        if v.dim() < 2:
+            assert torch.equal(back[k], v)
+            continue
+        step = v.abs().flatten(1).amax(1) / 127  # one int8 step per output channel
+        err = (back[k] - v).abs().flatten(1).amax(1)
+        assert bool((err <= step / 2 + 1e-7).all()), k
+        if v[0].numel() > 1:
+            assert float(err.max()) > 0  # it is quantised, not stored as is
+    with pytest.raises(ValueError, match="already looks packed"):
+        pack_int8(packed)
+    broken = dict(packed)
+    broken.pop("lin.weight")
+    save_state_dict(broken, tmp_path / "bad.safetensors")
+    with pytest.raises(Exception, match=f"lin.weight{INT8_SCALE_SUFFIX}.*no int8"):
+        load_state_dict(tmp_path / "bad.safetensors")
+
+
+def test_shipped_export_loads_and_generates(tmp_path, vae_dir):
+    from openwan.io.audio import stream_durations
+    from openwan.pipelines.s2v import S2VRequest, WanS2V
+
+    result = train_s2v(tiny_cfg(tmp_path, vae_dir, steps=1), show_progress=False)
+    plain = export_s2v(result, tmp_path / "plain")
+    out = ship_s2v(result, tmp_path / "ship")
+    assert (out / "vae" / "diffusion_pytorch_model.safetensors").stat().st_size < 0.4 * (
+        plain / "vae" / "diffusion_pytorch_model.safetensors"
+    ).stat().st_size
+    pipe = WanS2V.from_pretrained(out, device="cpu")
+    for k, v in result.dit.state_dict().items():
+        torch.testing.assert_close(pipe.dit.state_dict()[k], v.half().float(), rtol=0, atol=0)
+    ref_vae = load_vae(plain / "vae")
+    for k, v in ref_vae.state_dict().items():
+        scale = v.abs().max() / 127 if v.dim() >= 2 else 0.0
+        assert float((pipe.vae.state_dict()[k] - v).abs().max()) <= scale / 2 + 1e-7, k
+    prompt = (out / "prompt.txt").read_text(encoding="utf-8").strip()
+    assert "face talking" in prompt
+    from helpers.tiny_s2v import write_wav
+
+    wav = write_wav(tmp_path / "a.wav", 0.3 * np.sin(np.linspace(0, 900, 16000)), 16000)
+    request = S2VRequest(
+        prompt=prompt,
+        audio=wav,
+        image=out / "reference.png",
+        max_area=SIZE * SIZE,
+        infer_frames=FRAMES,
+        num_clip=1,
+        steps=2,
+        seed=0,
+    )
+    mp4 = pipe.generate(request, tmp_path / "o.mp4")
+    video_s, audio_s = stream_durations(mp4)
+    assert abs(video_s - (FRAMES - PRE_ROLL) / 16) < 1e-6
+    assert abs(audio_s - video_s) <= 1 / 16
