@@ -1,5 +1,6 @@
 """``openwan eval shapesbench`` (score a model on shapes-world prompts), ``openwan eval continuation``
-(seams of I2V continuation) and ``openwan eval vae`` (reconstruction of held-out shapes clips)."""
+(seams of I2V continuation), ``openwan eval vae`` (reconstruction of held-out shapes clips) and
+``openwan eval s2v`` (lip sync, identity, seams and A/V sync on held-out talking audio)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,77 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     va.add_argument("--seed", type=int, default=11)
     va.add_argument("--out", default=None, help="save the per-clip scores as JSON")
     va.set_defaults(func=run_vae_cmd)
+
+    s2 = ev.add_parser(
+        "s2v",
+        help="lip sync, identity, clip seams and A/V sync of an S2V model on held-out talking audio",
+    )
+    s2.add_argument(
+        "--ckpt-dir",
+        "--ckpt_dir",
+        dest="ckpt_dir",
+        default=None,
+        help="S2V folder; default: the embedded s2v-tiny",
+    )
+    s2.add_argument("--items", type=int, default=8, help="held-out audio tracks")
+    s2.add_argument("--clips", type=int, default=3, help="clips per video")
+    s2.add_argument(
+        "--infer-frames",
+        "--infer_frames",
+        dest="infer_frames",
+        type=int,
+        default=16,
+        help="frames per clip",
+    )
+    s2.add_argument("--steps", type=int, default=None)
+    s2.add_argument("--seed", type=int, default=0)
+    s2.add_argument(
+        "--keep-dir",
+        "--keep_dir",
+        dest="keep_dir",
+        default=None,
+        help="keep the references, audio and generated mp4s here",
+    )
+    s2.add_argument("--out", default=None, help="save the per-video scores as JSON")
+    s2.set_defaults(func=run_s2v_cmd)
+
+
+def run_s2v_cmd(args: argparse.Namespace) -> int:
+    """Held-out talking-shapes audio -> S2V videos -> sync / identity / seams / A/V offset."""
+    import json
+
+    from openwan.assets import tiny_model_dir
+    from openwan.checkpoint.io import atomic_path
+    from openwan.eval.talking import evaluate_s2v
+    from openwan.pipelines.s2v import WanS2V
+
+    pipe = WanS2V.from_pretrained(args.ckpt_dir or tiny_model_dir("s2v"))
+    report = evaluate_s2v(
+        pipe,
+        items=args.items,
+        clips=args.clips,
+        clip_frames=args.infer_frames,
+        steps=args.steps,
+        seed=args.seed,
+        keep_dir=Path(args.keep_dir) if args.keep_dir else None,
+    )
+    print(f"{'item':>4s} {'sync':>6s} {'identity':>8s} {'worst joint':>11s} {'A/V frames':>10s}")
+    for r in report["items"]:
+        worst = max(r["joint_ratios"]) if r["joint_ratios"] else 0.0
+        print(
+            f"{r['item']:4d} {r['sync']:6.3f} {r['identity']:8.3f} {worst:11.2f} "
+            f"{r['av_offset_frames']:10.2f}"
+        )
+    print(
+        f"sync mean {report['sync_mean']:.3f} (min {report['sync_min']:.3f}); identity "
+        f"{report['identity_mean']:.3f}; seamless videos {report['share_seamless']:.2f}; "
+        f"largest A/V offset {report['max_av_offset_frames']:.2f} frames"
+    )
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(json.dumps(report, indent=1))
+        print(f"saved {args.out}")
+    return 0
 
 
 def run_continuation_cmd(args: argparse.Namespace) -> int:
