@@ -94,3 +94,24 @@ def test_eval_vae_scores_the_reconstruction_of_held_out_clips(tmp_path, capsys):
 def test_eval_vae_refuses_a_frame_count_the_vae_cannot_take(capsys):
     assert main(["eval", "vae", "--frames", "6", "--clips", "1"]) == 2
     assert "--frames must be 4k+1" in capsys.readouterr().err
+
+
+def test_eval_vae_talking_world_scores_lip_sync_of_the_reconstruction():
+    from openwan.cli.evaluate import vae_reconstruction
+
+    class Identity:  # a perfect autoencoder: the ground truth's own sync comes back
+        def encode(self, x):
+            return x
+
+        def decode(self, z):
+            return z
+
+    class Still(Identity):  # loses the mouth: every frame is the first
+        def decode(self, z):
+            return z[:, :, :1].expand_as(z)
+
+    perfect = vae_reconstruction(Identity(), 2, 17, 0.0, 11, world="talking")
+    assert all(r["sync"] > 0.95 and r["psnr_db"] > 60 for r in perfect)
+    still = vae_reconstruction(Still(), 2, 17, 0.0, 11, world="talking")
+    assert all(r["sync"] == 0.0 for r in still)
+    assert "sync" not in vae_reconstruction(Identity(), 1, 5, 0.0, 11)[0]

@@ -61,6 +61,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     va.add_argument("--frames", type=int, default=17, help="frames per clip (4k+1)")
     va.add_argument("--two-shapes", "--two_shapes", dest="two_shapes", type=float, default=0.0,
                     help="share of two-shape clips")  # fmt: skip
+    va.add_argument(
+        "--world",
+        choices=("shapes", "talking"),
+        default="shapes",
+        help="held-out clips of the shapes world, or talking faces (adds the lip "
+        "sync of the reconstructions: the S2V VAE's ceiling)",
+    )
     va.add_argument("--seed", type=int, default=11)
     va.add_argument("--out", default=None, help="save the per-clip scores as JSON")
     va.set_defaults(func=run_vae_cmd)
@@ -259,25 +266,42 @@ def _vae_path(arg: str | None) -> Path:
 
 
 def vae_reconstruction(
-    vae: Any, clips: int, frames: int, two_shapes: float, seed: int, progress: Any = None
+    vae: Any,
+    clips: int,
+    frames: int,
+    two_shapes: float,
+    seed: int,
+    progress: Any = None,
+    world: str = "shapes",
 ) -> list[dict[str, float]]:
-    """Per held-out shapes clip: PSNR and SSIM of ``decode(encode(clip))`` against the clip, and
-    the PSNR of its first frame alone (the frame an I2V model is given)."""
+    """Per held-out clip: PSNR and SSIM of ``decode(encode(clip))`` against the clip, and the
+    PSNR of its first frame alone (the frame an I2V model is given). ``world="talking"``: talking
+    faces instead of shapes, plus ``sync``, the lip sync of the reconstruction with the audio."""
     import torch
 
+    from openwan.data import talking
     from openwan.data.shapes import ShapesWorld, to_tensor
     from openwan.eval.metrics import psnr, ssim
+    from openwan.io.video import to_uint8_frames
 
-    world = ShapesWorld(seed=seed, frames=frames, size=64, split="heldout", two_shapes=two_shapes)
+    shapes = ShapesWorld(seed=seed, frames=frames, size=64, split="heldout", two_shapes=two_shapes)
+    faces = talking.TalkingWorld(seed=seed, seconds=(frames - 1) / talking.FPS, split="heldout")
     rows = []
     with torch.no_grad():
         for i in range(clips):
-            video = to_tensor(world[i][0])
+            item = faces[i] if world == "talking" else None
+            video = to_tensor(item.video if item is not None else shapes[i][0])
             recon = vae.decode(vae.encode(video[None]))[0].clamp(-1, 1)
-            rows.append({
+            row = {
                 "psnr_db": psnr(recon, video), "ssim": ssim(recon, video),
                 "first_frame_psnr_db": psnr(recon[:, :1], video[:, :1]),
-            })  # fmt: skip
+            }  # fmt: skip
+            if item is not None:
+                opening = talking.measure_mouth(to_uint8_frames(recon), item.face)
+                row["sync"] = talking.sync_score(
+                    opening, talking.audio_envelope(item.audio, frames)
+                )
+            rows.append(row)
             if progress is not None:
                 progress()
     return rows
@@ -300,15 +324,18 @@ def run_vae_cmd(args: argparse.Namespace) -> int:
     vae = load_vae(path).eval()
     bar = tqdm(total=args.clips, desc="eval vae", unit="clip", file=sys.stderr)
     rows = vae_reconstruction(
-        vae, args.clips, args.frames, args.two_shapes, args.seed, lambda: bar.update(1)
+        vae, args.clips, args.frames, args.two_shapes, args.seed, lambda: bar.update(1), args.world
     )
     bar.close()
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     worst = float(min(r["psnr_db"] for r in rows))
-    print(f"{path}: {args.clips} held-out {args.frames}-frame clips (two-shape share "
-          f"{args.two_shapes:g})")  # fmt: skip
+    print(f"{path}: {args.clips} held-out {args.frames}-frame {args.world} clips (two-shape "
+          f"share {args.two_shapes:g})")  # fmt: skip
     print(f"PSNR {mean['psnr_db']:.2f} dB (worst clip {worst:.2f}), SSIM {mean['ssim']:.4f}, "
           f"first frame {mean['first_frame_psnr_db']:.2f} dB")  # fmt: skip
+    if "sync" in mean:
+        low = min(r["sync"] for r in rows)
+        print(f"lip sync of the reconstructions {mean['sync']:.3f} (worst clip {low:.3f})")
     if args.out:
         with atomic_path(args.out) as tmp:
             tmp.write_text(json.dumps({"vae": str(path), "mean": mean, "clips": rows}, indent=1))
