@@ -173,3 +173,27 @@ def test_shipped_export_loads_and_generates(tmp_path, vae_dir):
     video_s, audio_s = stream_durations(mp4)
     assert abs(video_s - (FRAMES - PRE_ROLL) / 16) < 1e-6
     assert abs(audio_s - video_s) <= 1 / 16
+
+
+def test_mouth_weights_cover_the_mouth_of_each_samples_item():
+    from openwan.data.shapes import BACKGROUNDS, COLORS
+    from openwan.data.talking import MOUTH, _nearest
+    from openwan.training.s2v_trainer import EYE, mouth_region, mouth_weights
+
+    cfg = S2VTrainConfig(items=3, clips=2, infer_frames=FRAMES, size=SIZE, mouth_weight=4.0)
+    world = TalkingWorld(seconds=2 * FRAMES / 16, size=SIZE)
+    for i in range(3):
+        item = world[i]
+        mask = mouth_region(item, 4)
+        assert mask.shape == (SIZE // 4, SIZE // 4)
+        palette = [BACKGROUNDS[item.face.background], COLORS[item.face.color], EYE, MOUTH]
+        ys, xs = np.nonzero(_nearest(item.video[-1], palette) == 3)
+        assert ys.size and bool((mask[ys // 4, xs // 4] == 1).all())
+        assert 0 < float(mask.mean()) < 0.3 and mask[0, 0] == 0
+    # item 1 gives a single sample (say its audio ran short): weights follow the items anyway
+    first = torch.tensor([True, False, True, True, False])
+    w = mouth_weights(cfg, {"first": first}, 4)
+    assert w.shape == (5, 1, 1, SIZE // 4, SIZE // 4)
+    want = [0, 0, 1, 2, 2]
+    for row, i in enumerate(want):
+        torch.testing.assert_close(w[row, 0, 0], 1 + 4.0 * mouth_region(world[i], 4))
