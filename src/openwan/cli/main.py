@@ -47,7 +47,7 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
         "task",
         default=None,
         help="task name, e.g. t2v-1.3B, t2v-14B, t2i-14B, t2v-A14B, ti2v-5B, i2v-14B, flf2v-14B, "
-        "i2v-A14B, vace-1.3B, vace-14B, s2v-14B, "
+        "i2v-A14B, vace-1.3B, vace-14B, s2v-14B, s2v-tiny, i2v-tiny, "
         "t2v-tiny (default: t2v-tiny without --ckpt-dir, else recognised from the checkpoint)",
     )
     _flag(
@@ -187,7 +187,7 @@ def check_writable(path: Path) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    if args.prompt is None:
+    if args.prompt is None and args.task != "s2v-tiny":  # s2v-tiny has a default character
         raise ValueError(
             "--prompt is required, e.g. --prompt 'a red circle moving from left to right'"
         )

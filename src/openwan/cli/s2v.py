@@ -3,6 +3,10 @@
     openwan generate --task s2v-14B --ckpt-dir ./Wan2.2-S2V-14B --image ref.png \\
         --audio speech.wav --prompt "a woman singing on a stage" [--pose_video pose.mp4] \\
         [--num_clip N] [--infer_frames 80] [--size 1024*704] [--start_from_ref]
+    openwan generate --task s2v-tiny --audio speech.wav --save_file out.mp4   # embedded model
+
+``s2v-tiny`` is the embedded talking-shapes model (64x64, 16-frame clips): without
+``--ckpt-dir``, ``--image`` or ``--prompt`` it uses its own folder, reference face and caption.
 
 Lip-sync editing: ``--lipsync-video talk.mp4 --audio new.wav [--lipsync-mask mouth.png]``
 re-generates the video's masked region (white in the mask image) to follow the new audio and
@@ -22,7 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-S2V_TASKS = ("s2v-14B",)
+S2V_TASKS = ("s2v-14B", "s2v-tiny")
+# the embedded talking-shapes model (src/openwan/assets/wan-tiny/s2v): what it was trained with
+TINY_S2V_SIZE = (64, 64)  # width, height
+TINY_S2V_FRAMES = 16  # frames per clip
 S2V_ONLY_FLAGS = (
     "audio",
     "pose_video",
@@ -42,7 +49,7 @@ def reject_s2v_flags(args: argparse.Namespace) -> None:
     """S2V flags given to another task would be silently ignored: say so instead."""
     given = [f"--{name}" for name in S2V_ONLY_FLAGS if getattr(args, name, None) is not None]
     if given:
-        raise ValueError(f"{', '.join(given)} only apply to --task {S2V_TASKS[0]}")
+        raise ValueError(f"{', '.join(given)} only apply to --task {' or '.join(S2V_TASKS)}")
 
 
 def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
@@ -57,6 +64,18 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
     from openwan.pipelines.image_cond import load_image
     from openwan.pipelines.s2v import S2VRequest, WanS2V
 
+    tiny = args.task == "s2v-tiny"
+    if tiny:
+        from openwan.assets import tiny_model_dir
+
+        if args.ckpt_dir is None:
+            args.ckpt_dir = str(tiny_model_dir("s2v"))
+        # the default character, where the folder has one (an export made with --ship)
+        ref, caption = Path(args.ckpt_dir) / "reference.png", Path(args.ckpt_dir) / "prompt.txt"
+        if args.image is None and args.lipsync_video is None and ref.is_file():
+            args.image = str(ref)
+        if args.prompt is None and caption.is_file():
+            args.prompt = caption.read_text(encoding="utf-8").strip()
     for flag, value in (("--ckpt-dir", args.ckpt_dir), ("--audio", args.audio)):
         if value is None:
             raise ValueError(
@@ -81,7 +100,8 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
     for name in ("quant", "offload", "compile", "vae_tiling"):
         if getattr(args, name, None) not in (None, False, "none"):
             raise ValueError(f"--{name.replace('_', '-')} is not available for s2v yet")
-    width, height = parse_size(args.size) if args.size else (1280, 720)
+    default_size = TINY_S2V_SIZE if tiny else (1280, 720)
+    width, height = parse_size(args.size) if args.size else default_size
     request = S2VRequest(
         prompt=args.prompt,
         audio=Path(args.audio),
@@ -89,7 +109,7 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
         negative_prompt=args.negative_prompt,
         pose_video=Path(args.pose_video) if args.pose_video else None,
         max_area=width * height,
-        infer_frames=args.infer_frames or 80,
+        infer_frames=args.infer_frames or (TINY_S2V_FRAMES if tiny else 80),
         num_clip=args.num_clip,
         seed=args.base_seed,
         start_from_ref=args.start_from_ref,

@@ -94,17 +94,18 @@ def evaluate_s2v(
     steps: int | None = None,
     seed: int = 0,
     world_seed: int = 0,
+    size: int = 64,
     keep_dir: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Generate ``items`` held-out talking videos of ``clips`` clips with ``pipe``
-    (:class:`~openwan.pipelines.s2v.WanS2V`) and score them; returns the report dict."""
+    (:class:`~openwan.pipelines.s2v.WanS2V`) at ``size`` x ``size`` and score them; returns the
+    report dict."""
     from PIL import Image
     from tqdm import tqdm
 
     from openwan.pipelines.s2v import S2V_STEPS, S2VRequest
 
-    size = pipe.size_divisor
     seconds = clips * clip_frames / FPS
     world = TalkingWorld(seed=world_seed, seconds=seconds, size=size, split="heldout")
     rows: list[TalkingScore] = []
