@@ -204,3 +204,33 @@ def progress(total: int, initial: int, desc: str, enabled: bool = True):  # type
     return tqdm(
         total=total, initial=initial, desc=desc, unit="step", file=sys.stderr, disable=not enabled
     )
+
+
+def log_and_checkpoint(
+    cfg: Any,
+    step: int,
+    end: int,
+    loss: torch.Tensor,
+    t0: float,
+    metrics: MetricsLog,
+    run_dir: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    ema: EMA,
+) -> None:
+    """After step ``step``: a metrics line every ``cfg.log_every`` steps, and a checkpoint (model,
+    optimizer, EMA, config) every ``cfg.ckpt_every`` steps and at ``end``."""
+    import dataclasses
+    import time
+
+    if (step + 1) % cfg.log_every == 0:
+        metrics.write({"step": step + 1, "loss": loss.item(), "time": time.perf_counter() - t0})
+    if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:
+        state = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "ema": ema.shadow,
+            "config": json.dumps(dataclasses.asdict(cfg)),
+        }
+        save_checkpoint(run_dir, step + 1, state)
+        metrics.plot()

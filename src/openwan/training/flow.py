@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -460,17 +459,7 @@ def train_dit(
             context = encode_texts(encoder, batch.texts)
             loss = flow_loss(model.dit, context, *batch.tensors(), y=batch.y)
         common.optimizer_step(model, opt, ema, loss, bar)
-        if (step + 1) % cfg.log_every == 0:
-            metrics.write({"step": step + 1, "loss": loss.item(), "time": time.perf_counter() - t0})
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:
-            ckpt: dict[str, Any] = {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "ema": ema.shadow,
-                "config": json.dumps(asdict(cfg)),
-            }
-            common.save_checkpoint(run_dir, step + 1, ckpt)
-            metrics.plot()
+        common.log_and_checkpoint(cfg, step, end, loss, t0, metrics, run_dir, model, opt, ema)
     bar.close()
     ema.copy_to(model)
     model.eval()

@@ -31,7 +31,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -360,17 +360,7 @@ def train_s2v(
         w = weights[idx] if weights is not None else None
         loss = s2v_loss(dit, samples, idx, row_ctx, sigma, noise, uncond, w)
         common.optimizer_step(dit, opt, ema, loss, bar)
-        if (step + 1) % cfg.log_every == 0:
-            metrics.write({"step": step + 1, "loss": loss.item(), "time": time.perf_counter() - t0})
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:
-            state = {
-                "model": dit.state_dict(),
-                "optimizer": opt.state_dict(),
-                "ema": ema.shadow,
-                "config": json.dumps(asdict(cfg)),
-            }
-            common.save_checkpoint(run_dir, step + 1, state)
-            metrics.plot()
+        common.log_and_checkpoint(cfg, step, end, loss, t0, metrics, run_dir, dit, opt, ema)
     bar.close()
     ema.copy_to(dit)
     return S2VTrainResult(cfg, dit.eval(), audio, wav2vec)
