@@ -206,6 +206,15 @@ def progress(total: int, initial: int, desc: str, enabled: bool = True):  # type
     )
 
 
+def sample_sigmas(cfg: Any, n: int, gen: torch.Generator) -> torch.Tensor:
+    """Logit-normal sigmas (``cfg.logit_mean``, ``cfg.logit_std``), shifted like the inference
+    schedule (``cfg.shift``)."""
+    from openwan.sampling.schedules import shift_sigmas
+
+    sigma = torch.sigmoid(torch.randn(n, generator=gen) * cfg.logit_std + cfg.logit_mean)
+    return shift_sigmas(sigma, cfg.shift)  # type: ignore[return-value]
+
+
 def log_and_checkpoint(
     cfg: Any,
     step: int,

@@ -28,8 +28,8 @@ from openwan.data.files import open_dataset
 from openwan.data.shapes import Scene, ShapesWorld, caption, caption_corpus, to_tensor
 from openwan.models.dit import WanModel
 from openwan.models.text import T5TextEncoder, tiny_umt5_config, train_tokenizer
-from openwan.sampling.schedules import shift_sigmas
 from openwan.training import common
+from openwan.training.common import sample_sigmas
 
 log = logging.getLogger(__name__)
 
@@ -245,12 +245,6 @@ def condition_cache(cfg: DiTTrainConfig, run_dir: Path, show_progress: bool = Tr
     run_dir.mkdir(parents=True, exist_ok=True)
     save_file({"y": y.contiguous()}, str(path))
     return y
-
-
-def sample_sigmas(cfg: DiTTrainConfig, n: int, gen: torch.Generator) -> torch.Tensor:
-    """Logit-normal sigmas, shifted like the inference schedule."""
-    sigma = torch.sigmoid(torch.randn(n, generator=gen) * cfg.logit_std + cfg.logit_mean)
-    return shift_sigmas(sigma, cfg.shift)  # type: ignore[return-value]
 
 
 def flow_loss(

@@ -52,7 +52,6 @@ from openwan.configs.s2v import S2VConfig
 from openwan.data.talking import EYE, FPS, Face, TalkingWorld, face_caption, render_face
 from openwan.models.audio import Wav2Vec2Features, bucket_features, clip_features
 from openwan.models.s2v import MOTION_FRAMES, WanModelS2V
-from openwan.sampling.schedules import shift_sigmas
 from openwan.training import common
 
 WAV2VEC_DIR = "wav2vec2-large-xlsr-53-english"  # the official S2V folder name
@@ -348,10 +347,7 @@ def train_s2v(
             group["lr"] = common.lr_at(step, cfg.lr, cfg.warmup, cfg.steps)
         gen = common.step_generator(cfg.seed, step)
         idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
-        sigma = torch.sigmoid(
-            torch.randn(cfg.batch_size, generator=gen) * cfg.logit_std + cfg.logit_mean
-        )
-        sigma = shift_sigmas(sigma, cfg.shift)
+        sigma = common.sample_sigmas(cfg, cfg.batch_size, gen)
         noise = torch.randn(samples["z"][idx].shape, generator=gen)
         uncond = torch.rand(cfg.batch_size, generator=gen) < cfg.uncond_prob
         row_ctx = [
