@@ -11,6 +11,7 @@ from helpers.random_weights import randomize_
 from helpers.tiny_s2v import VAE
 from openwan.checkpoint.io import INT8_SCALE_SUFFIX, load_state_dict, pack_int8, save_state_dict
 from openwan.checkpoint.vae_format import load_vae, save_vae
+from openwan.data.shapes import to_tensor
 from openwan.data.talking import TalkingWorld, render_face
 from openwan.models.audio import bucket_features, clip_features
 from openwan.models.s2v import MOTION_FRAMES
@@ -56,10 +57,6 @@ def vae_dir(tmp_path_factory):
     return path
 
 
-def _pixels(video):
-    return torch.from_numpy(video).float().permute(3, 0, 1, 2) / 127.5 - 1.0
-
-
 def test_samples_are_what_the_pipeline_sees(vae_dir):
     vae = load_vae(vae_dir).eval()
     cfg = S2VTrainConfig(w2v_conv=8)
@@ -67,8 +64,8 @@ def test_samples_are_what_the_pipeline_sees(vae_dir):
     item = TalkingWorld(seconds=2 * FRAMES / 16, size=SIZE)[3]
     samples = item_samples(item, 2, FRAMES, vae, audio)
     assert [bool(s["first"]) for s in samples] == [True, False]
-    ref = _pixels(render_face(item.face, np.zeros(1, np.float32), SIZE))
-    video = _pixels(item.video)
+    ref = to_tensor(render_face(item.face, np.zeros(1, np.float32), SIZE))
+    video = to_tensor(item.video)
     with torch.no_grad():
         # clip 0: the latents after the reference's of [ref, 3 x ref, frames 0..4]
         clip0 = torch.cat([ref, ref.expand(-1, PRE_ROLL, -1, -1), video[:, : FRAMES - PRE_ROLL]], 1)
@@ -176,9 +173,8 @@ def test_shipped_export_loads_and_generates(tmp_path, vae_dir):
 
 
 def test_mouth_weights_cover_the_mouth_of_each_samples_item():
-    from openwan.data.shapes import BACKGROUNDS, COLORS
-    from openwan.data.talking import MOUTH, _nearest
-    from openwan.training.s2v_trainer import EYE, mouth_region, mouth_weights
+    from openwan.data.talking import face_labels
+    from openwan.training.s2v_trainer import mouth_region, mouth_weights
 
     cfg = S2VTrainConfig(items=3, clips=2, infer_frames=FRAMES, size=SIZE, mouth_weight=4.0)
     world = TalkingWorld(seconds=2 * FRAMES / 16, size=SIZE)
@@ -186,8 +182,7 @@ def test_mouth_weights_cover_the_mouth_of_each_samples_item():
         item = world[i]
         mask = mouth_region(item, 4)
         assert mask.shape == (SIZE // 4, SIZE // 4)
-        palette = [BACKGROUNDS[item.face.background], COLORS[item.face.color], EYE, MOUTH]
-        ys, xs = np.nonzero(_nearest(item.video[-1], palette) == 3)
+        ys, xs = np.nonzero(face_labels(item.video[-1], item.face) == 3)
         assert ys.size and bool((mask[ys // 4, xs // 4] == 1).all())
         assert 0 < float(mask.mean()) < 0.3 and mask[0, 0] == 0
     # item 1 gives a single sample (say its audio ran short): weights follow the items anyway

@@ -182,13 +182,18 @@ def _nearest(frame: np.ndarray, palette: list[tuple[int, int, int]]) -> np.ndarr
     return d.argmin(1).reshape(frame.shape[:2])
 
 
+def face_labels(frame: np.ndarray, face: Face) -> np.ndarray:
+    """Each pixel of a frame ``[H, W, 3]`` labelled by the nearest of the face's colours:
+    0 background, 1 face, 2 eye, 3 mouth."""
+    return _nearest(frame, [BACKGROUNDS[face.background], COLORS[face.color], EYE, MOUTH])
+
+
 def measure_mouth(video: np.ndarray, face: Face) -> np.ndarray:
     """Mouth opening per frame of a video ``[F, H, W, 3]``: pixels nearest the mouth colour (of
     background, face, eye and mouth colours) inside the face's bounding box, over the face area."""
-    palette = [BACKGROUNDS[face.background], COLORS[face.color], EYE, MOUTH]
     out: np.ndarray = np.zeros(len(video), np.float32)
     for f, frame in enumerate(video):
-        label = _nearest(frame, palette)
+        label = face_labels(frame, face)
         body = label > 0
         if not body.any():
             continue

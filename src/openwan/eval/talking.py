@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from openwan.data.talking import (
     FPS,
@@ -63,6 +62,7 @@ def score_video(
     path: Path, item: Any, clip_frames: int, index: int = 0, prompt: str = ""
 ) -> TalkingScore:
     """The scores of one generated mp4 against the talking-world item that drove it."""
+    from openwan.data.shapes import to_tensor
     from openwan.eval.metrics import seam_ratios
     from openwan.io.audio import stream_durations
     from openwan.io.video import read_video
@@ -72,7 +72,7 @@ def score_video(
     opening = measure_mouth(video, item.face)
     loud = audio_envelope(item.audio, frames)
     joints = list(range(clip_frames, frames, clip_frames))
-    pixels = torch.from_numpy(video).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+    pixels = to_tensor(video)
     v_sec, a_sec = stream_durations(path)
     return TalkingScore(
         item=index,

@@ -49,7 +49,8 @@ from openwan.checkpoint.io import (
 )
 from openwan.configs.dit import DiTConfig
 from openwan.configs.s2v import S2VConfig
-from openwan.data.talking import EYE, FPS, Face, TalkingWorld, face_caption, render_face
+from openwan.data.shapes import to_tensor
+from openwan.data.talking import FPS, Face, TalkingWorld, face_caption, face_labels, render_face
 from openwan.models.audio import Wav2Vec2Features, bucket_features, clip_features
 from openwan.models.s2v import MOTION_FRAMES, WanModelS2V
 from openwan.training import common
@@ -144,18 +145,13 @@ def build_wav2vec(cfg: S2VTrainConfig) -> tuple[Wav2Vec2Features, nn.Module]:
     return Wav2Vec2Features(model, extractor), model
 
 
-def _pixels(video: np.ndarray) -> torch.Tensor:
-    """uint8 ``[F, H, W, 3]`` -> ``[3, F, H, W]`` in [-1, 1]."""
-    return torch.from_numpy(video).float().permute(3, 0, 1, 2) / 127.5 - 1.0
-
-
 def item_samples(
     item: Any, clips: int, infer_frames: int, vae: nn.Module, audio: Wav2Vec2Features
 ) -> list[dict[str, torch.Tensor]]:
     """The ``clips`` training samples of one talking-world item (see the module docstring)."""
     size = item.video.shape[1]
-    ref = _pixels(render_face(item.face, np.zeros(1, np.float32), size))  # [3, 1, H, W]
-    video = _pixels(item.video)  # [3, F, H, W]
+    ref = to_tensor(render_face(item.face, np.zeros(1, np.float32), size))  # [3, 1, H, W]
+    video = to_tensor(item.video)  # [3, F, H, W]
     bucket, available = bucket_features(audio.features(item.audio).cpu(), infer_frames, FPS)
     history_len = MOTION_FRAMES[0]
     out = []
@@ -234,14 +230,9 @@ def sample_cache(
 def mouth_region(item: Any, stride: int) -> torch.Tensor:
     """``[h, w]`` float mask on the latent grid (``stride`` pixels a latent pixel): 1 where the
     item's mouth covers a pixel in any frame, grown by one latent pixel; 0 elsewhere."""
-    from openwan.data.shapes import BACKGROUNDS, COLORS
-    from openwan.data.talking import MOUTH, _nearest
-
-    face = item.face
-    palette = [BACKGROUNDS[face.background], COLORS[face.color], EYE, MOUTH]
     union = np.zeros(item.video.shape[1:3], bool)
     for frame in item.video:
-        union |= _nearest(frame, palette) == 3
+        union |= face_labels(frame, item.face) == 3
     mask = torch.from_numpy(union).float()[None, None]
     mask = F.max_pool2d(mask, stride)  # any mouth pixel inside the latent pixel
     return F.max_pool2d(mask, 3, stride=1, padding=1)[0, 0]
