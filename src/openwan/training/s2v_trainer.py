@@ -42,6 +42,7 @@ from torch import nn
 
 from openwan.checkpoint.io import (
     CheckpointError,
+    atomic_path,
     find_weights,
     load_state_dict,
     pack_int8,
@@ -145,6 +146,13 @@ def build_wav2vec(cfg: S2VTrainConfig) -> tuple[Wav2Vec2Features, nn.Module]:
     return Wav2Vec2Features(model, extractor), model
 
 
+def training_world(cfg: S2VTrainConfig) -> TalkingWorld:
+    """The talking world the samples come from: items long enough for ``clips`` clips (the last
+    clip's new frames included)."""
+    seconds = (cfg.clips * cfg.infer_frames) / FPS
+    return TalkingWorld(seed=cfg.seed, seconds=seconds, size=cfg.size, split="train")
+
+
 def item_samples(
     item: Any, clips: int, infer_frames: int, vae: nn.Module, audio: Wav2Vec2Features
 ) -> list[dict[str, torch.Tensor]]:
@@ -193,13 +201,10 @@ def sample_cache(
     """All samples, stacked, cached in ``run_dir/samples.safetensors`` (+ captions json)."""
     from safetensors.torch import load_file, save_file
 
-    from openwan.checkpoint.io import atomic_path
-
     path, cap_path = run_dir / "samples.safetensors", run_dir / "captions.json"
     if path.is_file() and cap_path.is_file():
         return load_file(str(path)), json.loads(cap_path.read_text(encoding="utf-8"))
-    seconds = (cfg.clips * cfg.infer_frames) / FPS  # covers the last clip's 13 new frames
-    world = TalkingWorld(seed=cfg.seed, seconds=seconds, size=cfg.size, split="train")
+    world = training_world(cfg)
     captions: list[str] = []
     rows: list[dict[str, torch.Tensor]] = []
     bar = common.progress(cfg.items, 0, "encode clips", show)
@@ -243,9 +248,7 @@ def mouth_weights(
 ) -> torch.Tensor:
     """Per-sample loss weights ``[N, 1, 1, h, w]``: ``1 + mouth_weight`` on the mouth region of
     the sample's item, 1 elsewhere (the samples of an item are consecutive, ``clips`` or fewer)."""
-    world = TalkingWorld(
-        seed=cfg.seed, seconds=(cfg.clips * cfg.infer_frames) / FPS, size=cfg.size, split="train"
-    )
+    world = training_world(cfg)
     per_item = [mouth_region(world[i], stride) for i in range(cfg.items)]
     first = samples["first"].tolist()
     rows, item = [], -1
@@ -381,7 +384,8 @@ def export_s2v(
             w.unlink()
         save_state_dict(packed, out / "vae" / "diffusion_pytorch_model.safetensors")
     text = os.path.relpath(text_folder(cfg).resolve(), out.resolve())
-    (out / "text.json").write_text(json.dumps({"text": text}) + "\n", encoding="utf-8")
+    with atomic_path(out / "text.json") as tmp:
+        tmp.write_text(json.dumps({"text": text}) + "\n", encoding="utf-8")
     w2v = out / WAV2VEC_DIR
     result.wav2vec.save_pretrained(str(w2v))
     result.audio.extractor.save_pretrained(str(w2v))
@@ -396,8 +400,6 @@ DEFAULT_FACE = Face(color="yellow", shape="circle", background="navy")
 def write_default_character(out: Path, size: int) -> None:
     """``reference.png`` and ``prompt.txt`` in an S2V folder: the CLI's defaults for s2v-tiny."""
     from PIL import Image
-
-    from openwan.checkpoint.io import atomic_path
 
     frame = render_face(DEFAULT_FACE, np.zeros(1, np.float32), size)[0]
     with atomic_path(out / "reference.png") as tmp:
