@@ -94,6 +94,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="frames per clip",
     )
     s2.add_argument("--steps", type=int, default=None)
+    s2.add_argument(
+        "--guide-scale",
+        "--sample_guide_scale",
+        dest="guide_scale",
+        type=float,
+        default=None,
+        help="CFG scale (prompt + audio vs negative prompt + zero audio); default: official 4.5",
+    )
     s2.add_argument("--seed", type=int, default=0)
     s2.add_argument(
         "--keep-dir",
@@ -122,6 +130,7 @@ def run_s2v_cmd(args: argparse.Namespace) -> int:
         clips=args.clips,
         clip_frames=args.infer_frames,
         steps=args.steps,
+        guide_scale=args.guide_scale,
         seed=args.seed,
         keep_dir=Path(args.keep_dir) if args.keep_dir else None,
     )

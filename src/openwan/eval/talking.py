@@ -92,6 +92,7 @@ def evaluate_s2v(
     clips: int = 3,
     clip_frames: int = 16,
     steps: int | None = None,
+    guide_scale: float | None = None,
     seed: int = 0,
     world_seed: int = 0,
     size: int = 64,
@@ -104,7 +105,7 @@ def evaluate_s2v(
     from PIL import Image
     from tqdm import tqdm
 
-    from openwan.pipelines.s2v import S2V_STEPS, S2VRequest
+    from openwan.pipelines.s2v import S2V_GUIDE, S2V_STEPS, S2VRequest
 
     seconds = clips * clip_frames / FPS
     world = TalkingWorld(seed=world_seed, seconds=seconds, size=size, split="heldout")
@@ -128,6 +129,7 @@ def evaluate_s2v(
                 num_clip=clips,
                 seed=seed + k,
                 steps=steps or S2V_STEPS,
+                guide_scale=S2V_GUIDE if guide_scale is None else guide_scale,
             )
             if out.exists():
                 out.unlink()
