@@ -192,3 +192,63 @@ def test_mouth_weights_cover_the_mouth_of_each_samples_item():
     want = [0, 0, 1, 2, 2]
     for row, i in enumerate(want):
         torch.testing.assert_close(w[row, 0, 0], 1 + 4.0 * mouth_region(world[i], 4))
+
+
+def test_history_gain_damps_the_mouth_of_the_history_only(vae_dir):
+    from openwan.data.talking import frame_envelope, openness_from_envelope
+
+    vae = load_vae(vae_dir).eval()
+    audio, _ = build_wav2vec(S2VTrainConfig(w2v_conv=8))
+    item = TalkingWorld(seconds=2 * FRAMES / 16, size=SIZE)[3]
+    true = item_samples(item, 2, FRAMES, vae, audio)
+    damped = item_samples(item, 2, FRAMES, vae, audio, history_gain=0.25)
+    # clip 0 has no history: unchanged
+    for k in ("z", "motion", "ref", "audio"):
+        assert torch.equal(true[0][k], damped[0][k]), k
+    # clip 1: the history is the video re-rendered with the mouth opened a quarter as wide
+    start = FRAMES - PRE_ROLL
+    opening = openness_from_envelope(frame_envelope(item.envelope, item.video.shape[0]))
+    quiet = to_tensor(render_face(item.face, 0.25 * opening, SIZE))
+    history = torch.zeros(3, MOTION_FRAMES[0], SIZE, SIZE)
+    history[:, -start:] = quiet[:, :start]
+    with torch.no_grad():
+        motion = vae.encode(history.unsqueeze(0))[0]
+    torch.testing.assert_close(damped[1]["motion"], motion, rtol=1e-5, atol=1e-5)
+    # (a random VAE: the mouth moves its latents little, yet far beyond the tolerance above)
+    assert float((damped[1]["motion"] - true[1]["motion"]).abs().max()) > 1e-4
+    torch.testing.assert_close(damped[1]["audio"], true[1]["audio"], rtol=0, atol=0)
+
+
+def test_motion_noise_off_keeps_the_run_and_on_changes_it(tmp_path, vae_dir):
+    base = train_s2v(tiny_cfg(tmp_path / "a", vae_dir, steps=2), show_progress=False)
+    off = train_s2v(
+        tiny_cfg(tmp_path / "b", vae_dir, steps=2, motion_noise=0.0), show_progress=False
+    )
+    on = train_s2v(
+        tiny_cfg(tmp_path / "c", vae_dir, steps=2, motion_noise=0.5), show_progress=False
+    )
+    a, b, c = (r.dit.state_dict() for r in (base, off, on))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_init_starts_from_an_exported_dit(tmp_path, vae_dir):
+    from openwan.checkpoint.io import CheckpointError
+
+    first = train_s2v(tiny_cfg(tmp_path / "a", vae_dir, steps=2), show_progress=False)
+    folder = export_s2v(first, tmp_path / "export")
+    # lr 0 and EMA of identical weights: the warm-started model is the exported one exactly
+    warm = train_s2v(
+        tiny_cfg(tmp_path / "b", vae_dir, steps=1, lr=0.0, init=str(folder)), show_progress=False
+    )
+    for k, v in first.dit.state_dict().items():
+        assert torch.equal(warm.dit.state_dict()[k], v), k
+    with pytest.raises(CheckpointError, match="another architecture"):
+        train_s2v(
+            tiny_cfg(
+                tmp_path / "c", vae_dir, num_layers=1, audio_inject_layers=(0,), init=str(folder)
+            ),
+            show_progress=False,
+        )
+    with pytest.raises(CheckpointError, match="no config.json"):
+        train_s2v(tiny_cfg(tmp_path / "d", vae_dir, init=str(tmp_path)), show_progress=False)

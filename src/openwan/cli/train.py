@@ -76,6 +76,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s.add_argument("--run-dir", default=None)
     s.add_argument("--steps", type=int, default=None)
     s.add_argument("--vae", default=None, help="the VAE folder that encodes the face clips")
+    s.add_argument(
+        "--init",
+        default=None,
+        help="warm start: an exported S2V folder whose DiT replaces the random init (e.g. the "
+        "shipped src/openwan/assets/wan-tiny/s2v)",
+    )
     s.add_argument("--resume", default=None, help="checkpoint path, or 'latest' in the run dir")
     s.add_argument(
         "--export",
@@ -146,7 +152,7 @@ def run_train_s2v(args: argparse.Namespace) -> int:
     from openwan.training.common import load_config
     from openwan.training.s2v_trainer import S2VTrainConfig, export_s2v, ship_s2v, train_s2v
 
-    overrides = {"run_dir": args.run_dir, "steps": args.steps, "vae": args.vae}
+    overrides = {"run_dir": args.run_dir, "steps": args.steps, "vae": args.vae, "init": args.init}
     cfg = load_config(S2VTrainConfig, args.config, overrides)
     result = train_s2v(cfg, resume=args.resume, show_progress=not args.quiet)
     if args.export:

@@ -51,7 +51,16 @@ from openwan.checkpoint.io import (
 from openwan.configs.dit import DiTConfig
 from openwan.configs.s2v import S2VConfig
 from openwan.data.shapes import to_tensor
-from openwan.data.talking import FPS, Face, TalkingWorld, face_caption, face_labels, render_face
+from openwan.data.talking import (
+    FPS,
+    Face,
+    TalkingWorld,
+    face_caption,
+    face_labels,
+    frame_envelope,
+    openness_from_envelope,
+    render_face,
+)
 from openwan.models.audio import Wav2Vec2Features, bucket_features, clip_features
 from openwan.models.s2v import MOTION_FRAMES, WanModelS2V
 from openwan.training import common
@@ -83,6 +92,17 @@ class S2VTrainConfig:
     # extra loss weight on the latent pixels the mouth covers in some frame of the item (the
     # mouth is ~1% of the frame: unweighted, the loss barely sees what the audio drives)
     mouth_weight: float = 0.0
+    # exposure bias of clip-by-clip generation: at inference a clip's motion history is the
+    # model's own output, whose mouth moves less than the ground truth's. ``history_gain``
+    # (lo, hi): each item's history frames are rendered with its mouth opening scaled by a gain
+    # drawn from U(lo, hi) (the target clip keeps the true opening), so the model learns to follow
+    # the audio rather than carry the history's mouth forward; (1, 1): the true history.
+    history_gain: tuple[float, float] = (1.0, 1.0)
+    # Gaussian noise on the motion latents of each history row, std U(0, motion_noise) per row
+    motion_noise: float = 0.0
+    # an S2V folder (openwan train-s2v --export) whose DiT weights start the run (step 0, a fresh
+    # optimizer); its architecture keys must match the ones below
+    init: str | None = None
     seed: int = 0
     log_every: int = 10
     ckpt_every: int = 250
@@ -154,12 +174,22 @@ def training_world(cfg: S2VTrainConfig) -> TalkingWorld:
 
 
 def item_samples(
-    item: Any, clips: int, infer_frames: int, vae: nn.Module, audio: Wav2Vec2Features
+    item: Any,
+    clips: int,
+    infer_frames: int,
+    vae: nn.Module,
+    audio: Wav2Vec2Features,
+    history_gain: float = 1.0,
 ) -> list[dict[str, torch.Tensor]]:
-    """The ``clips`` training samples of one talking-world item (see the module docstring)."""
+    """The ``clips`` training samples of one talking-world item (see the module docstring); the
+    motion history of clips >= 1 shows the mouth opened ``history_gain`` times as wide."""
     size = item.video.shape[1]
     ref = to_tensor(render_face(item.face, np.zeros(1, np.float32), size))  # [3, 1, H, W]
     video = to_tensor(item.video)  # [3, F, H, W]
+    history = video
+    if history_gain != 1.0:
+        opening = openness_from_envelope(frame_envelope(item.envelope, video.shape[1]))
+        history = to_tensor(render_face(item.face, opening * history_gain, size))
     bucket, available = bucket_features(audio.features(item.audio).cpu(), infer_frames, FPS)
     history_len = MOTION_FRAMES[0]
     out = []
@@ -176,7 +206,7 @@ def item_samples(
                 start = infer_frames * r - PRE_ROLL
                 if start + infer_frames > video.shape[1]:
                     break
-                past = video[:, max(0, start - history_len) : start]
+                past = history[:, max(0, start - history_len) : start]
                 grey = torch.zeros(3, history_len - past.shape[1], size, size)
                 clip = video[:, start : start + infer_frames]
                 lat = vae.encode(torch.cat([grey, past, clip], 1).unsqueeze(0))[0]
@@ -208,12 +238,18 @@ def sample_cache(
     captions: list[str] = []
     rows: list[dict[str, torch.Tensor]] = []
     bar = common.progress(cfg.items, 0, "encode clips", show)
+    lo, hi = cfg.history_gain
     for i in range(cfg.items):
         item = world[i]
         text = face_caption(item.face)
         if text not in captions:
             captions.append(text)
-        for s in item_samples(item, cfg.clips, cfg.infer_frames, vae, audio):
+        gain = (
+            1.0
+            if lo == hi == 1.0
+            else float(np.random.default_rng([cfg.seed, i, 7]).uniform(lo, hi))
+        )
+        for s in item_samples(item, cfg.clips, cfg.infer_frames, vae, audio, gain):
             s["caption"] = torch.tensor(captions.index(text))
             rows.append(s)
         bar.update(1)
@@ -275,10 +311,13 @@ def s2v_loss(
     noise: torch.Tensor,
     uncond: torch.Tensor,
     weight: torch.Tensor | None = None,
+    motion: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Flow-matching MSE over one batch (``weight``: per-row loss weights ``[B, 1, 1, h, w]``);
-    clip-0 rows and later rows run as two forwards (the model drops the motion tokens per call)."""
+    """Flow-matching MSE over one batch (``weight``: per-row loss weights ``[B, 1, 1, h, w]``;
+    ``motion``: the batch's motion latents, default the cached ones); clip-0 rows and later rows
+    run as two forwards (the model drops the motion tokens per call)."""
     z = samples["z"][idx]
+    motion = samples["motion"][idx] if motion is None else motion
     s = sigma.view(-1, 1, 1, 1, 1)
     xt = (1 - s) * z + s * noise
     audio = samples["audio"][idx] * (~uncond).float().view(-1, 1, 1, 1)
@@ -293,7 +332,7 @@ def s2v_loss(
             sigma[rows] * 1000,
             [contexts[int(i)] for i in rows],
             ref_latents=samples["ref"][idx][rows],
-            motion_latents=samples["motion"][idx][rows],
+            motion_latents=motion[rows],
             cond_states=torch.zeros_like(z[rows]),
             audio_input=audio[rows],
             drop_motion_frames=flag,
@@ -324,6 +363,8 @@ def train_s2v(
     contexts, negative = [c.float() for c in ctx[:-1]], ctx[-1].float()
     torch.manual_seed(cfg.seed)
     dit = WanModelS2V(s2v_config(cfg, text.dim))
+    if cfg.init is not None:
+        _load_init(Path(cfg.init), dit)
     opt, ema = common.optimizer_and_ema(
         dit, lr=cfg.lr, weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay
     )
@@ -348,12 +389,33 @@ def train_s2v(
             negative if u else contexts[int(samples["caption"][i])] for i, u in zip(idx, uncond)
         ]
         w = weights[idx] if weights is not None else None
-        loss = s2v_loss(dit, samples, idx, row_ctx, sigma, noise, uncond, w)
+        motion = None
+        if cfg.motion_noise > 0:  # drawn last: runs without it keep their draws
+            motion = samples["motion"][idx]
+            std = torch.rand(cfg.batch_size, generator=gen) * cfg.motion_noise
+            jitter = torch.randn(motion.shape, generator=gen)
+            motion = motion + std.view(-1, 1, 1, 1, 1) * jitter
+        loss = s2v_loss(dit, samples, idx, row_ctx, sigma, noise, uncond, w, motion)
         common.optimizer_step(dit, opt, ema, loss, bar)
         common.log_and_checkpoint(cfg, step, end, loss, t0, metrics, run_dir, dit, opt, ema)
     bar.close()
     ema.copy_to(dit)
     return S2VTrainResult(cfg, dit.eval(), audio, wav2vec)
+
+
+def _load_init(folder: Path, dit: WanModelS2V) -> None:
+    """``cfg.init``: the DiT weights of an exported S2V folder (cast to fp32) into ``dit``."""
+    from openwan.checkpoint.s2v_format import load_s2v_dit
+
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"init model {folder} has no config.json: give an S2V folder")
+    src = load_s2v_dit(folder)
+    if src.s2v_config != dit.s2v_config:
+        raise CheckpointError(
+            f"init model {folder} has another architecture than this config: {src.s2v_config} vs "
+            f"{dit.s2v_config}"
+        )
+    dit.load_state_dict(src.state_dict(), strict=True)
 
 
 def export_s2v(
