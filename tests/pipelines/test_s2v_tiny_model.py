@@ -28,6 +28,12 @@ def test_the_shipped_folder_fits_the_budget_and_holds_the_default_character():
     assert total <= 30_000_000
     s2v = tiny_model_dir("s2v")
     assert (s2v / "reference.png").is_file() and (s2v / "prompt.txt").is_file()
+    from openwan.pipelines.s2v import folder_defaults
+
+    # the size and clip length it was trained at (what the CLI uses without --size/--infer_frames)
+    d = folder_defaults(s2v)
+    assert (d.size, d.infer_frames) == ((64, 64), 16) and d.image == s2v / "reference.png"
+    assert d.prompt == (s2v / "prompt.txt").read_text(encoding="utf-8").strip()
 
 
 def test_mouth_follows_held_out_speech(pipe, tmp_path):

@@ -153,6 +153,11 @@ def test_shipped_export_loads_and_generates(tmp_path, vae_dir):
         assert float((pipe.vae.state_dict()[k] - v).abs().max()) <= scale / 2 + 1e-7, k
     prompt = (out / "prompt.txt").read_text(encoding="utf-8").strip()
     assert "face talking" in prompt
+    from openwan.pipelines.s2v import folder_defaults
+
+    d = folder_defaults(out)
+    assert (d.size, d.infer_frames, d.prompt) == ((SIZE, SIZE), FRAMES, prompt)
+    assert folder_defaults(plain).size is None  # a plain export proposes nothing
     from helpers.tiny_s2v import write_wav
 
     wav = write_wav(tmp_path / "a.wav", 0.3 * np.sin(np.linspace(0, 900, 16000)), 16000)
@@ -252,3 +257,12 @@ def test_init_starts_from_an_exported_dit(tmp_path, vae_dir):
         )
     with pytest.raises(CheckpointError, match="no config.json"):
         train_s2v(tiny_cfg(tmp_path / "d", vae_dir, init=str(tmp_path)), show_progress=False)
+
+
+def test_a_corrupt_defaults_file_is_a_clear_error(tmp_path):
+    from openwan.pipelines.request import RequestError
+    from openwan.pipelines.s2v import DEFAULTS_FILE, folder_defaults
+
+    (tmp_path / DEFAULTS_FILE).write_text('{"size": [64]}')
+    with pytest.raises(RequestError, match="not a valid defaults file"):
+        folder_defaults(tmp_path)

@@ -187,7 +187,10 @@ def check_writable(path: Path) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    if args.prompt is None and args.task != "s2v-tiny":  # s2v-tiny has a default character
+    from openwan.cli.s2v import is_s2v
+
+    # an S2V folder may propose a prompt (its default character): run_s2v checks it there
+    if args.prompt is None and not is_s2v(args):
         raise ValueError(
             "--prompt is required, e.g. --prompt 'a red circle moving from left to right'"
         )

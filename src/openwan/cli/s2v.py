@@ -5,8 +5,10 @@
         [--num_clip N] [--infer_frames 80] [--size 1024*704] [--start_from_ref]
     openwan generate --task s2v-tiny --audio speech.wav --save_file out.mp4   # embedded model
 
-``s2v-tiny`` is the embedded talking-shapes model (64x64, 16-frame clips): without
-``--ckpt-dir``, ``--image`` or ``--prompt`` it uses its own folder, reference face and caption.
+``s2v-tiny`` is the embedded talking-shapes model (64x64, 16-frame clips). A folder written by
+``openwan train-s2v --ship`` (the embedded one is) proposes a default character, prompt, size and
+clip length for whatever of ``--image``, ``--prompt``, ``--size``, ``--infer_frames`` is not given
+(:func:`openwan.pipelines.s2v.folder_defaults`).
 
 Lip-sync editing: ``--lipsync-video talk.mp4 --audio new.wav [--lipsync-mask mouth.png]``
 re-generates the video's masked region (white in the mask image) to follow the new audio and
@@ -27,9 +29,6 @@ from pathlib import Path
 from typing import Any
 
 S2V_TASKS = ("s2v-14B", "s2v-tiny")
-# the embedded talking-shapes model (src/openwan/assets/wan-tiny/s2v): what it was trained with
-TINY_S2V_SIZE = (64, 64)  # width, height
-TINY_S2V_FRAMES = 16  # frames per clip
 S2V_ONLY_FLAGS = (
     "audio",
     "pose_video",
@@ -62,20 +61,19 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
     from openwan.configs.tasks import parse_size
     from openwan.io.audio import read_audio
     from openwan.pipelines.image_cond import load_image
-    from openwan.pipelines.s2v import S2VRequest, WanS2V
+    from openwan.pipelines.s2v import FolderDefaults, S2VRequest, WanS2V, folder_defaults
 
-    tiny = args.task == "s2v-tiny"
-    if tiny:
+    if args.task == "s2v-tiny" and args.ckpt_dir is None:
         from openwan.assets import tiny_model_dir
 
-        if args.ckpt_dir is None:
-            args.ckpt_dir = str(tiny_model_dir("s2v"))
-        # the default character, where the folder has one (an export made with --ship)
-        ref, caption = Path(args.ckpt_dir) / "reference.png", Path(args.ckpt_dir) / "prompt.txt"
-        if args.image is None and args.lipsync_video is None and ref.is_file():
-            args.image = str(ref)
-        if args.prompt is None and caption.is_file():
-            args.prompt = caption.read_text(encoding="utf-8").strip()
+        args.ckpt_dir = str(tiny_model_dir("s2v"))
+    # what the folder proposes (an export made with --ship: the default character, its size and
+    # clip length); an official folder proposes nothing and the official defaults apply
+    defaults = folder_defaults(args.ckpt_dir) if args.ckpt_dir else FolderDefaults()
+    if args.image is None and args.lipsync_video is None and defaults.image is not None:
+        args.image = str(defaults.image)
+    if args.prompt is None:
+        args.prompt = defaults.prompt
     for flag, value in (("--ckpt-dir", args.ckpt_dir), ("--audio", args.audio)):
         if value is None:
             raise ValueError(
@@ -100,7 +98,7 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
     for name in ("quant", "offload", "compile", "vae_tiling"):
         if getattr(args, name, None) not in (None, False, "none"):
             raise ValueError(f"--{name.replace('_', '-')} is not available for s2v yet")
-    default_size = TINY_S2V_SIZE if tiny else (1280, 720)
+    default_size = defaults.size or (1280, 720)
     width, height = parse_size(args.size) if args.size else default_size
     request = S2VRequest(
         prompt=args.prompt,
@@ -109,7 +107,7 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
         negative_prompt=args.negative_prompt,
         pose_video=Path(args.pose_video) if args.pose_video else None,
         max_area=width * height,
-        infer_frames=args.infer_frames or (TINY_S2V_FRAMES if tiny else 80),
+        infer_frames=args.infer_frames or defaults.infer_frames or 80,
         num_clip=args.num_clip,
         seed=args.base_seed,
         start_from_ref=args.start_from_ref,

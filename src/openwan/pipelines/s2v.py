@@ -60,6 +60,60 @@ S2V_NEGATIVE_PROMPT = (
 WAV2VEC_DIR = "wav2vec2-large-xlsr-53-english"
 
 
+DEFAULTS_FILE = "defaults.json"  # the size and clip length an S2V folder was trained at
+
+
+@dataclass(frozen=True)
+class FolderDefaults:
+    """What an S2V folder proposes for what the caller leaves out (written by ``openwan
+    train-s2v --ship``; an official folder has none of it): ``reference.png`` (a default
+    character), ``prompt.txt`` (its caption) and ``defaults.json`` (``size`` as [width, height],
+    ``infer_frames``)."""
+
+    image: Path | None = None
+    prompt: str | None = None
+    size: tuple[int, int] | None = None
+    infer_frames: int | None = None
+
+
+def folder_defaults(folder: str | Path) -> FolderDefaults:
+    """Read :class:`FolderDefaults` from an S2V folder (missing files: ``None``)."""
+    folder = Path(folder)
+    image = folder / "reference.png"
+    caption = folder / "prompt.txt"
+    prompt = caption.read_text(encoding="utf-8").strip() if caption.is_file() else None
+    size = frames = None
+    path = folder / DEFAULTS_FILE
+    if path.is_file():
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            width, height = (int(v) for v in raw["size"])
+            frames = int(raw["infer_frames"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise RequestError(
+                f"{path} is not a valid defaults file ({e}); expected "
+                '{"size": [width, height], "infer_frames": n}'
+            ) from None
+        size = (width, height)
+    return FolderDefaults(image if image.is_file() else None, prompt or None, size, frames)
+
+
+def write_folder_defaults(
+    folder: str | Path, reference: np.ndarray, prompt: str, size: tuple[int, int], infer_frames: int
+) -> None:
+    """Write the files :func:`folder_defaults` reads (``reference``: uint8 ``[H, W, 3]``)."""
+    from PIL import Image
+
+    folder = Path(folder)
+    with atomic_path(folder / "reference.png") as tmp:
+        Image.fromarray(reference).save(tmp, format="PNG")
+    with atomic_path(folder / "prompt.txt") as tmp:
+        tmp.write_text(prompt + "\n", encoding="utf-8")
+    with atomic_path(folder / DEFAULTS_FILE) as tmp:
+        record = {"size": list(size), "infer_frames": infer_frames}
+        tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
+
+
 class AudioFeatures(Protocol):
     """What the pipeline needs of the audio encoder (:class:`Wav2Vec2Features`)."""
 

@@ -459,22 +459,20 @@ def export_s2v(
 DEFAULT_FACE = Face(color="yellow", shape="circle", background="navy")
 
 
-def write_default_character(out: Path, size: int) -> None:
-    """``reference.png`` and ``prompt.txt`` in an S2V folder: the CLI's defaults for s2v-tiny."""
-    from PIL import Image
+def write_default_character(out: Path, size: int, infer_frames: int) -> None:
+    """``reference.png``, ``prompt.txt`` and ``defaults.json`` in an S2V folder: what the CLI
+    uses when ``--image``, ``--prompt``, ``--size`` or ``--infer_frames`` is not given."""
+    from openwan.pipelines.s2v import write_folder_defaults
 
     frame = render_face(DEFAULT_FACE, np.zeros(1, np.float32), size)[0]
-    with atomic_path(out / "reference.png") as tmp:
-        Image.fromarray(frame).save(tmp, format="PNG")
-    with atomic_path(out / "prompt.txt") as tmp:
-        tmp.write_text(face_caption(DEFAULT_FACE) + "\n", encoding="utf-8")
+    write_folder_defaults(out, frame, face_caption(DEFAULT_FACE), (size, size), infer_frames)
 
 
 def ship_s2v(result: S2VTrainResult, out: Path) -> Path:
     """The folder that ships as ``wan-tiny/s2v``: fp16 DiT, int8-packed VAE, the default
     character."""
     export_s2v(result, out, dtype=torch.float16, pack_vae=True)
-    write_default_character(out, result.cfg.size)
+    write_default_character(out, result.cfg.size, result.cfg.infer_frames)
     return out
 
 
