@@ -243,3 +243,59 @@ def test_a_one_block_model_has_no_first_block_cache():
     one = WanModel(DiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=1, text_dim=16))
     with pytest.raises(ValueError, match="two blocks"):
         apply_cache(one, CacheSpec(teacache=0.1))
+
+
+def s2v_model():
+    from helpers.tiny_s2v import S2V
+    from openwan.models.s2v import WanModelS2V
+
+    return randomize_(WanModelS2V(S2V).eval(), seed=3, scale=0.1)
+
+
+def s2v_kwargs(seed, first):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 16, 2, 8, 8, generator=g)
+    kw = dict(
+        ref_latents=torch.randn(1, 16, 1, 8, 8, generator=g),
+        motion_latents=torch.randn(1, 16, 19, 8, 8, generator=g),
+        cond_states=torch.zeros_like(x),
+        audio_input=torch.randn(1, 25, 32, 8, generator=g),
+        drop_motion_frames=first,
+    )
+    return x, kw, torch.randn(5, 32, generator=g), torch.randn(7, 32, generator=g)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("first", [True, False])
+def test_s2v_caches_are_exact_without_reuse_and_extrapolate_or_compensate_with_it(first):
+    model = s2v_model()
+    x, kw, cond, uncond = s2v_kwargs(5, first)
+    silent = {**kw, "audio_input": torch.zeros_like(kw["audio_input"])}
+    steps = trajectory(x, steps=5)
+    plain = [(model(xs, t, [cond], **kw), model(xs, t, [uncond], **silent)) for xs, t in steps]
+    # no reuse: the cache composes embed_s2v -> blocks with the audio injectors -> head exactly
+    for spec in (CacheSpec(taylor=True, taylor_interval=1), CacheSpec(attn=True, warmup=9)):
+        cached = apply_cache(model, spec)
+        got = [(cached(xs, t, [cond], **kw), cached(xs, t, [uncond], **silent)) for xs, t in steps]
+        cached.remove()
+        assert all(torch.equal(g[0], p[0]) and torch.equal(g[1], p[1]) for g, p in zip(got, plain))
+    # taylor:2 after one warm-up step: steps 2 and 4 of each branch are lines through its own
+    # last two full outputs
+    cached = apply_cache(model, CacheSpec(taylor=True, taylor_interval=2, taylor_warmup=1))
+    got = [(cached(xs, t, [cond], **kw), cached(xs, t, [uncond], **silent)) for xs, t in steps]
+    assert cached.stats.calls_extrapolated == 4
+    for b in (0, 1):
+        line = plain[1][b] + (plain[1][b] - plain[0][b]) / (800.0 - 900.0) * (700.0 - 800.0)
+        assert torch.allclose(got[2][b], line, atol=1e-6)
+        assert not torch.allclose(got[2][b], plain[2][b], atol=1e-5)
+    # cfg: the zero-audio branch at step 1 is the conditional one plus the last measured gap
+    cached = apply_cache(model, CacheSpec(cfg=True, cfg_interval=2, warmup=1))
+    got = [(cached(xs, t, [cond], **kw), cached(xs, t, [uncond], **silent)) for xs, t in steps]
+    assert cached.stats.branches_reused == 2
+    gap = plain[0][1] - plain[0][0]
+    assert torch.allclose(got[1][1], plain[1][0] + gap, atol=1e-6)
+
+
+def test_s2v_has_no_first_block_cache():
+    with pytest.raises(ValueError, match="teacache.*S2V"):
+        apply_cache(s2v_model(), CacheSpec(teacache=0.1))

@@ -91,9 +91,18 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
         raise ValueError("--pose_video/--start_from_ref do not apply to lip-sync editing")
     if args.prompt is None:
         raise ValueError("--prompt is required, e.g. --prompt 'a man talking to the camera'")
-    if args.cache_threshold is not None or getattr(args, "cache", None) not in (None, "off"):
+    from openwan.runtime.cache import DEFAULT_TEACACHE, CacheSpec
+
+    if getattr(args, "cache", None) is not None and args.cache_threshold is not None:
+        raise ValueError("give either --cache or --cache-threshold, not both")
+    cache_text = args.cache or "off"
+    if args.cache_threshold is not None:
+        cache_text = f"teacache:{args.cache_threshold}"
+    cache = CacheSpec.parse(cache_text, DEFAULT_TEACACHE)
+    if cache.teacache is not None:
         raise ValueError(
-            "--cache is not available for s2v yet (the audio injectors sit between blocks)"
+            "--cache teacache does not apply to s2v (its audio injectors sit between the DiT "
+            "blocks); use taylor, cfg or attn"
         )
     for name in ("quant", "offload", "compile", "vae_tiling"):
         if getattr(args, name, None) not in (None, False, "none"):
@@ -162,7 +171,11 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
     t0 = time.perf_counter()
     pipe = WanS2V.from_pretrained(args.ckpt_dir, device=device, dtype=dtype)
     if session is not None:
-        session.apply(pipe)
+        session.apply(pipe, cache=cache.enabled)
+    if cache.enabled:
+        from openwan.runtime.cache import apply_cache
+
+        pipe.dit = apply_cache(pipe.dit, cache)  # type: ignore[assignment]
     bar = None
     if not args.quiet:
         from tqdm import tqdm

@@ -32,6 +32,10 @@ Four modes, combinable:
   low-noise steps in full gains nothing (36.6 vs 37.2 dB at ``taylor:3``, for 13% more DiT
   time), so the fit is linear and the schedule fixed.
 
+S2V (:class:`~openwan.models.s2v.WanModelS2V`) takes ``attn``, ``cfg`` and ``taylor``; its audio
+injectors sit between the blocks, so ``teacache`` (which runs the first block alone) refuses it.
+Each S2V clip is a new generation (its timesteps start again from the top).
+
 Branches (CFG conditional / unconditional) are told apart by their text embedding, each keeps
 its own state, and everything resets when the timestep goes up (a new generation).
 """
@@ -47,6 +51,7 @@ import torch
 from torch import nn
 
 from openwan.models.dit import WanModel
+from openwan.models.s2v import WanModelS2V
 
 MODES = ("teacache", "attn", "cfg", "taylor")
 DEFAULT_TEACACHE = 0.2  # `--cache teacache`: 1.65x DiT at 29 dB on wan-tiny (bench_cache.py)
@@ -182,6 +187,11 @@ class CachedDiT(nn.Module):
             raise ValueError(
                 "the diffusion cache (--cache, --cache-threshold) does not support VACE models yet"
             )
+        if spec.teacache is not None and isinstance(model, WanModelS2V):
+            raise ValueError(
+                "the first-block cache (teacache) does not support S2V models (their audio "
+                "injectors sit between the blocks); use taylor, cfg or attn"
+            )
         self.model = model
         self.config = model.config
         self.spec = spec
@@ -245,10 +255,12 @@ class CachedDiT(nn.Module):
             self.stats.blocks_total += len(model.blocks)
             out = _extrapolate(branch.outs, branch.last_t)
         else:  # the answers above need no embedding: skipped calls cost next to nothing
-            tokens, e, e0, ctx, layout = model.embed(x, t, context, **kwargs)
+            embed = model.embed_s2v if isinstance(model, WanModelS2V) else model.embed
+            tokens, e, e0, ctx, layout = embed(x, t, context, **kwargs)  # type: ignore[operator]
             with self._attention_reuse(spec.attn and self._reuses(branch, spec.attn_interval)):
                 tokens = self._run_blocks(branch, tokens, e0, ctx, layout)
-            out = model.unpatchify(model.head(tokens, e), layout.grid)
+            n = layout.split if isinstance(model, WanModelS2V) else None  # S2V: noisy tokens only
+            out = model.unpatchify(model.head(tokens[:, :n], e), layout.grid)
             if spec.taylor:
                 branch.outs = _remember(branch.outs, branch.last_t, out, 2)
         if lead is None:
