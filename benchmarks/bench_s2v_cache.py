@@ -5,7 +5,7 @@ the same WanS2V pipeline; only the denoiser changes. Rows report the time inside
 to end relative to the uncached run, PSNR of each video against the uncached one of the same
 seed, and the lip-sync / identity / seam scores of ``openwan eval s2v``.
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_s2v_cache.py                  # 4 items, 40 steps
+    OMP_NUM_THREADS=1 python benchmarks/bench_s2v_cache.py    # 4 items, 40 steps (CPU time: one thread)
     python benchmarks/bench_s2v_cache.py --items 2 --steps 20 --modes taylor cfg:3
 
 Diffusers has no S2V pipeline, so there is no peer row; the reference is openwan's uncached run.
