@@ -107,6 +107,24 @@ def test_parts_of_another_request_are_refused(setup, tmp_path):
         pipe.generate(_request(root, seed=2), tmp_path / "x.mp4")
 
 
+def test_clips_made_with_another_cache_are_refused(setup, tmp_path):
+    from openwan.runtime.cache import CacheSpec, apply_cache
+
+    root, pipe = setup
+    out = tmp_path / "c.mp4"
+    with pytest.raises(StopAfterFirstClip):
+        pipe.generate(_request(root), out, on_clip=stop_after_first_clip)
+    plain = pipe.dit
+    pipe.dit = apply_cache(plain, CacheSpec(taylor=True, taylor_interval=2, taylor_warmup=0))
+    try:
+        assert pipe.resume_key == pipe.model_id + "|cache:taylor:2"
+        with pytest.raises(RequestError, match="different request"):
+            pipe.generate(_request(root), out)
+    finally:
+        pipe.dit = pipe.dit.remove()
+    assert pipe.resume_key == pipe.model_id
+
+
 def test_num_clip_limits_and_guidance_one_skips_the_uncond_pass(setup, tmp_path):
     root, pipe = setup
     calls = []

@@ -236,6 +236,13 @@ class WanS2V:
         self.dit.to(self.device)
         self.vae.to(self.device)
 
+    @property
+    def resume_key(self) -> str:
+        """What identifies the model in a resume folder's fingerprint: ``model_id``, plus the
+        diffusion cache when the DiT is wrapped in one (it changes the clips it makes)."""
+        spec = getattr(self.dit, "spec", None)  # runtime.cache.CachedDiT
+        return self.model_id + (f"|cache:{spec.describe()}" if spec is not None else "")
+
     @classmethod
     def from_pretrained(
         cls,
@@ -374,7 +381,7 @@ class WanS2V:
             self.device,
         )
         parts = self.parts_factory(
-            output.with_name(output.name + ".parts"), req.fingerprint(wave, self.model_id)
+            output.with_name(output.name + ".parts"), req.fingerprint(wave, self.resume_key)
         )
         videos = []
         for r in range(clips):

@@ -151,7 +151,7 @@ def _fingerprint(pipe: WanS2V, req: LipSyncRequest, wave: np.ndarray) -> dict[st
     # the settings' image slot is unused by the edit: it carries the source video, so the
     # settings fingerprint hashes the video once (``image_sha1``)
     settings = dataclasses.replace(req.settings, image=req.video)
-    d = {"task": "s2v-lipsync", **settings.fingerprint(wave, pipe.model_id)}
+    d = {"task": "s2v-lipsync", **settings.fingerprint(wave, pipe.resume_key)}
     d["strength"] = req.strength
     for key in ("mask", "reference"):
         path = getattr(req, key)
