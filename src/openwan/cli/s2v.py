@@ -58,6 +58,7 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
 
     from openwan import __version__
     from openwan.cli.main import check_writable
+    from openwan.cli.speed import apply_speed_options
     from openwan.configs.tasks import parse_size
     from openwan.io.audio import read_audio
     from openwan.pipelines.image_cond import load_image
@@ -104,7 +105,7 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
             "--cache teacache does not apply to s2v (its audio injectors sit between the DiT "
             "blocks); use taylor, cfg or attn"
         )
-    for name in ("quant", "offload", "compile", "vae_tiling"):
+    for name in ("offload", "vae_tiling"):
         if getattr(args, name, None) not in (None, False, "none"):
             raise ValueError(f"--{name.replace('_', '-')} is not available for s2v yet")
     default_size = defaults.size or (1280, 720)
@@ -172,10 +173,7 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
     pipe = WanS2V.from_pretrained(args.ckpt_dir, device=device, dtype=dtype)
     if session is not None:
         session.apply(pipe, cache=cache.enabled)
-    if cache.enabled:
-        from openwan.runtime.cache import apply_cache
-
-        pipe.dit = apply_cache(pipe.dit, cache)  # type: ignore[assignment]
+    apply_speed_options(pipe, args, device)  # --quant, --compile, --cache on the DiT
     bar = None
     if not args.quiet:
         from tqdm import tqdm

@@ -79,7 +79,7 @@ def apply_speed_options(pipe: Any, args: argparse.Namespace, device: torch.devic
     spec = CacheSpec.parse(text, DEFAULT_TEACACHE)
     caches = []
     for attr in ("dit", "dit_high"):
-        model = getattr(pipe, attr)
+        model = getattr(pipe, attr, None)  # S2V has no second expert
         if model is None:
             continue
         apply_quant(model, args.quant, device=device)
