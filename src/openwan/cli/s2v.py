@@ -105,7 +105,8 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
             "--cache teacache does not apply to s2v (its audio injectors sit between the DiT "
             "blocks); use taylor, cfg or attn"
         )
-    for name in ("offload", "vae_tiling"):
+    # --compile: inductor fails to lower the S2V blocks here (torch 2.13, CPU; a LoweringException)
+    for name in ("offload", "compile", "vae_tiling"):
         if getattr(args, name, None) not in (None, False, "none"):
             raise ValueError(f"--{name.replace('_', '-')} is not available for s2v yet")
     default_size = defaults.size or (1280, 720)
@@ -173,7 +174,7 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
     pipe = WanS2V.from_pretrained(args.ckpt_dir, device=device, dtype=dtype)
     if session is not None:
         session.apply(pipe, cache=cache.enabled)
-    apply_speed_options(pipe, args, device)  # --quant, --compile, --cache on the DiT
+    apply_speed_options(pipe, args, device)  # --quant and --cache on the DiT
     bar = None
     if not args.quiet:
         from tqdm import tqdm
