@@ -58,7 +58,7 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
 
     from openwan import __version__
     from openwan.cli.main import check_writable
-    from openwan.cli.speed import apply_speed_options
+    from openwan.cli.speed import apply_speed_options, cache_spec
     from openwan.configs.tasks import parse_size
     from openwan.io.audio import read_audio
     from openwan.pipelines.image_cond import load_image
@@ -92,14 +92,7 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
         raise ValueError("--pose_video/--start_from_ref do not apply to lip-sync editing")
     if args.prompt is None:
         raise ValueError("--prompt is required, e.g. --prompt 'a man talking to the camera'")
-    from openwan.runtime.cache import DEFAULT_TEACACHE, CacheSpec
-
-    if getattr(args, "cache", None) is not None and args.cache_threshold is not None:
-        raise ValueError("give either --cache or --cache-threshold, not both")
-    cache_text = args.cache or "off"
-    if args.cache_threshold is not None:
-        cache_text = f"teacache:{args.cache_threshold}"
-    cache = CacheSpec.parse(cache_text, DEFAULT_TEACACHE)
+    cache = cache_spec(args)
     if cache.teacache is not None:
         raise ValueError(
             "--cache teacache does not apply to s2v (its audio injectors sit between the DiT "

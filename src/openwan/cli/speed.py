@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
+    from openwan.runtime.cache import CacheSpec
+
 
 def add_speed_args(p: argparse.ArgumentParser, flag: Any) -> None:
     flag(
@@ -49,11 +51,7 @@ def add_speed_args(p: argparse.ArgumentParser, flag: Any) -> None:
 
 def check_speed_args(args: argparse.Namespace, device: torch.device) -> str:
     """Refuse bad combinations before any model is loaded; returns the offload mode."""
-    from openwan.runtime.cache import DEFAULT_TEACACHE, CacheSpec
-
-    if args.cache is not None and args.cache_threshold is not None:
-        raise ValueError("give either --cache or --cache-threshold, not both")
-    CacheSpec.parse(args.cache or "off", DEFAULT_TEACACHE)
+    cache_spec(args)
     if args.compile and args.offload == "block":
         # the offload hooks re-point weights between calls, which compiled graphs do not allow
         raise ValueError("--compile does not work with --offload block yet; use --offload model")
@@ -65,18 +63,27 @@ def check_speed_args(args: argparse.Namespace, device: torch.device) -> str:
     return "model" if on else "none"
 
 
+def cache_spec(args: argparse.Namespace) -> CacheSpec:
+    """The diffusion cache ``--cache`` / ``--cache-threshold`` ask for."""
+    from openwan.runtime.cache import DEFAULT_TEACACHE, CacheSpec
+
+    if args.cache is not None and args.cache_threshold is not None:
+        raise ValueError("give either --cache or --cache-threshold, not both")
+    text = args.cache or "off"
+    if args.cache_threshold is not None:
+        text = f"teacache:{args.cache_threshold}"
+    return CacheSpec.parse(text, DEFAULT_TEACACHE)
+
+
 def apply_speed_options(pipe: Any, args: argparse.Namespace, device: torch.device) -> list[Any]:
     """Apply the switches to a loaded pipeline; returns the cache wrappers (for their stats)."""
-    from openwan.runtime.cache import DEFAULT_TEACACHE, CacheSpec, apply_cache
+    from openwan.runtime.cache import apply_cache
     from openwan.runtime.compile import apply_compile
     from openwan.runtime.offload import apply_block_offload
     from openwan.runtime.quant import apply_quant
     from openwan.runtime.vae_tiling import apply_vae_tiling
 
-    text = args.cache or "off"
-    if args.cache_threshold is not None:
-        text = f"teacache:{args.cache_threshold}"
-    spec = CacheSpec.parse(text, DEFAULT_TEACACHE)
+    spec = cache_spec(args)
     caches = []
     for attr in ("dit", "dit_high"):
         model = getattr(pipe, attr, None)  # S2V has no second expert
