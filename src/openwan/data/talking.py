@@ -123,6 +123,7 @@ class TalkingItem:
     audio: np.ndarray  # float32 mono at RATE
     envelope: np.ndarray  # the audio's loudness at RATE
     video: np.ndarray  # uint8 [F, H, W, 3] of the ground truth
+    opening: np.ndarray  # the mouth opening per frame the video is rendered with, [F]
 
 
 class TalkingWorld:
@@ -160,7 +161,7 @@ class TalkingWorld:
         env = syllable_envelope(audio_rng, (self.frames) / FPS)
         audio = speech_audio(audio_rng, env)
         opening = openness_from_envelope(frame_envelope(env, self.frames))
-        return TalkingItem(face, audio, env, render_face(face, opening, self.size))
+        return TalkingItem(face, audio, env, render_face(face, opening, self.size), opening)
 
 
 def face_caption(face: Face) -> str:

@@ -51,16 +51,7 @@ from openwan.checkpoint.io import (
 from openwan.configs.dit import DiTConfig
 from openwan.configs.s2v import S2VConfig
 from openwan.data.shapes import to_tensor
-from openwan.data.talking import (
-    FPS,
-    Face,
-    TalkingWorld,
-    face_caption,
-    face_labels,
-    frame_envelope,
-    openness_from_envelope,
-    render_face,
-)
+from openwan.data.talking import FPS, Face, TalkingWorld, face_caption, face_labels, render_face
 from openwan.models.audio import Wav2Vec2Features, bucket_features, clip_features
 from openwan.models.s2v import MOTION_FRAMES, WanModelS2V
 from openwan.training import common
@@ -188,8 +179,7 @@ def item_samples(
     video = to_tensor(item.video)  # [3, F, H, W]
     history = video
     if history_gain != 1.0:
-        opening = openness_from_envelope(frame_envelope(item.envelope, video.shape[1]))
-        history = to_tensor(render_face(item.face, opening * history_gain, size))
+        history = to_tensor(render_face(item.face, item.opening * history_gain, size))
     bucket, available = bucket_features(audio.features(item.audio).cpu(), infer_frames, FPS)
     history_len = MOTION_FRAMES[0]
     out = []
