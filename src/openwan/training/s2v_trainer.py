@@ -234,11 +234,8 @@ def sample_cache(
         text = face_caption(item.face)
         if text not in captions:
             captions.append(text)
-        gain = (
-            1.0
-            if lo == hi == 1.0
-            else float(np.random.default_rng([cfg.seed, i, 7]).uniform(lo, hi))
-        )
+        # its own generator per item: the other draws stay as they are; U(1, 1) gives 1.0
+        gain = float(np.random.default_rng([cfg.seed, i, 7]).uniform(lo, hi))
         for s in item_samples(item, cfg.clips, cfg.infer_frames, vae, audio, gain):
             s["caption"] = torch.tensor(captions.index(text))
             rows.append(s)
