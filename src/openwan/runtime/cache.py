@@ -259,8 +259,8 @@ class CachedDiT(nn.Module):
             tokens, e, e0, ctx, layout = embed(x, t, context, **kwargs)  # type: ignore[operator]
             with self._attention_reuse(spec.attn and self._reuses(branch, spec.attn_interval)):
                 tokens = self._run_blocks(branch, tokens, e0, ctx, layout)
-            n = layout.split if isinstance(model, WanModelS2V) else None  # S2V: noisy tokens only
-            out = model.unpatchify(model.head(tokens[:, :n], e), layout.grid)
+            # the head sees the noisy tokens: the first ``split`` (S2V), or all (split None)
+            out = model.unpatchify(model.head(tokens[:, : layout.split], e), layout.grid)
             if spec.taylor:
                 branch.outs = _remember(branch.outs, branch.last_t, out, 2)
         if lead is None:
