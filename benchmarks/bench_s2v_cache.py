@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from bench_cache import Timed  # the same CPU-time wrapper around the denoiser
 
 from openwan.assets import tiny_model_dir
 from openwan.data.shapes import to_tensor
@@ -32,20 +32,6 @@ from openwan.pipelines.s2v import WanS2V
 from openwan.runtime.cache import DEFAULT_TEACACHE, CacheSpec, apply_cache
 
 MODES = ["taylor", "taylor:4", "taylor:3", "cfg", "cfg:3", "attn", "taylor,cfg"]
-
-
-class Timed(nn.Module):
-    """CPU seconds spent inside the denoiser (the part a diffusion cache can speed up)."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner, self.seconds = inner, 0.0
-
-    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        t0 = time.process_time()
-        out = self.inner(*args, **kwargs)
-        self.seconds += time.process_time() - t0
-        return out
 
 
 def run(pipe: WanS2V, mode: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
