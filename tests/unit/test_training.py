@@ -388,6 +388,44 @@ def test_i2v_training_starts_as_its_t2v_init_and_conditions_on_the_first_frame(
         train_dit(dataclasses.replace(t2v_cfg, run_dir=str(tmp_path / "c"), model_type="flf2v"))
 
 
+def test_i2v_prefix_conditions_match_inference_and_are_drawn_per_row(tmp_path, tiny_vae_dir):
+    from openwan.checkpoint.vae_format import load_vae
+    from openwan.data.shapes import ShapesWorld, to_tensor
+    from openwan.pipelines.image_cond import encode_frame_condition
+    from openwan.training.flow import condition_cache, latent_cache, step_batch
+
+    cfg = dataclasses.replace(
+        TINY_DIT, vae=tiny_vae_dir, run_dir=str(tmp_path), model_type="i2v", cond_frames=(1, 3)
+    )
+    three = condition_cache(cfg, tmp_path, show_progress=False, prefix=3)
+    assert (tmp_path / "conds_3.safetensors").is_file()
+    vae = load_vae(tiny_vae_dir)
+    world = ShapesWorld(seed=cfg.seed + 1, frames=5, size=16, split="train")
+    for i in range(4):  # what continuation with cond_frames=3 builds from the same frames
+        video = to_tensor(world[i][0])
+        frames = {k: video[:, k] for k in range(3)}
+        want = encode_frame_condition(vae, frames, 5, (16, 16))
+        assert torch.allclose(three[i], want, atol=1e-5), i
+    one = condition_cache(cfg, tmp_path, show_progress=False)
+    assert not torch.equal(one[:, :4], three[:, :4])  # the masks differ (frames 1, 2 known)
+    with pytest.raises(ValueError, match="cond_frames must lie in 1..4"):
+        condition_cache(cfg, tmp_path, show_progress=False, prefix=5)
+
+    latents, sources = latent_cache(cfg, tmp_path, show_progress=False)
+    both = torch.stack([one, three])
+    seen = set()
+    for step in range(6):
+        batch = step_batch(cfg, step, latents, sources, both)
+        alone = step_batch(cfg, step, latents, sources, both[:1])  # the draws of (1,) alone
+        assert torch.equal(batch.x0, alone.x0) and torch.equal(batch.noise, alone.noise)
+        assert batch.texts == alone.texts and torch.equal(batch.sigma, alone.sigma)
+        for row in batch.y:  # each row is one of the cached conditions of its clip
+            match = [k for k, c in enumerate(both) if any(torch.equal(row, r) for r in c)]
+            seen.update(match)
+        assert alone.y is not None and all(any(torch.equal(r, c) for c in one) for r in alone.y)
+    assert seen == {0, 1}  # both prefix lengths were drawn
+
+
 @pytest.mark.parametrize(
     "change, named",
     [({"model_type": "i2v"}, "model_type"), ({"precision": "bf16"}, "precision"),

@@ -73,6 +73,10 @@ class DiTTrainConfig:
     # channels at zero, i.e. as that t2v model
     model_type: str = "t2v"
     train_text: bool = True  # False: the umT5 stays as initialised (shared with the init model)
+    # I2V: the lengths (pixel frames) of the clip prefix a training row is conditioned on, one
+    # drawn per row. (1,) is the I2V task, the first frame alone; (1, 5) also trains the
+    # continuation layout of ``--cond-frames 5``, whose two leading latent frames are known.
+    cond_frames: tuple[int, ...] = (1,)
     log_every: int = 10
     ckpt_every: int = 250
     # DiT
@@ -213,13 +217,18 @@ def latent_cache(
     return lat, captions
 
 
-def condition_cache(cfg: DiTTrainConfig, run_dir: Path, show_progress: bool = True) -> torch.Tensor:
-    """I2V: the first-frame condition ``y [N, 20, T, h, w]`` of every cached clip (same order as
-    the latent cache), built like inference builds it (``encode_frame_condition``): the mask of
-    frame 0, then the VAE latent of frame 0 followed by black frames. Kept on disk."""
+def condition_cache(
+    cfg: DiTTrainConfig, run_dir: Path, show_progress: bool = True, prefix: int = 1
+) -> torch.Tensor:
+    """I2V: the condition ``y [N, 20, T, h, w]`` of every cached clip (same order as the latent
+    cache) on its first ``prefix`` frames, built like inference builds it
+    (``encode_frame_condition``): the mask of those frames, then the VAE latent of those frames
+    followed by black frames. Kept on disk, one file per prefix length."""
     from openwan.pipelines.image_cond import known_frame_mask
 
-    path = run_dir / "conds.safetensors"
+    if not 1 <= prefix < cfg.frames:
+        raise ValueError(f"cond_frames must lie in 1..{cfg.frames - 1}, got {prefix}")
+    path = run_dir / ("conds.safetensors" if prefix == 1 else f"conds_{prefix}.safetensors")
     if path.is_file():
         data = load_file(str(path))["y"]
         n = _reusable_rows(cfg, data.shape[0])
@@ -229,17 +238,18 @@ def condition_cache(cfg: DiTTrainConfig, run_dir: Path, show_progress: bool = Tr
         raise ValueError("training an I2V DiT needs the VAE: pass --vae <folder>")
     vae = load_vae(cfg.vae)
     out: list[torch.Tensor] = []
-    bar = common.progress(cfg.latent_clips, 0, "encode first frames", show_progress)
+    bar = common.progress(cfg.latent_clips, 0, f"encode {prefix}-frame conditions", show_progress)
 
-    def flush(firsts: list[torch.Tensor]) -> None:
-        video = torch.zeros(len(firsts), 3, cfg.frames, cfg.size, cfg.size)
-        video[:, :, 0] = torch.stack(firsts)
+    def flush(prefixes: list[torch.Tensor]) -> None:
+        video = torch.zeros(len(prefixes), 3, cfg.frames, cfg.size, cfg.size)
+        video[:, :, :prefix] = torch.stack(prefixes)
         latent = vae.encode(video)
-        mask = known_frame_mask(cfg.frames, [0], tuple(latent.shape[3:]), vae.config.stride[0])
-        out.append(torch.cat([mask.expand(len(firsts), *mask.shape), latent], dim=1))
-        bar.update(len(firsts))
+        known = range(prefix)
+        mask = known_frame_mask(cfg.frames, known, tuple(latent.shape[3:]), vae.config.stride[0])
+        out.append(torch.cat([mask.expand(len(prefixes), *mask.shape), latent], dim=1))
+        bar.update(len(prefixes))
 
-    _in_batches((video[:, 0] for video, _ in _clips(cfg)), flush)
+    _in_batches((video[:, :prefix] for video, _ in _clips(cfg)), flush)
     bar.close()
     y = torch.cat(out)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -288,7 +298,9 @@ def step_batch(
     conds: torch.Tensor | None = None,
 ) -> StepBatch:
     """The batch of ``step``: drawn from a generator seeded with (seed, step) alone. With
-    ``conds`` (I2V) every step is a video step: the condition is the first frame."""
+    ``conds`` (I2V, ``[K, N, 20, T, h, w]``: the conditions on each of the K prefix lengths of
+    ``cfg.cond_frames``) every step is a video step; with K > 1 each row draws its prefix length
+    last, so a run with one length draws what it drew before the option existed."""
     gen = common.step_generator(cfg.seed, step)
     idx = torch.randint(0, latents.shape[0], (cfg.batch_size,), generator=gen)
     x0 = latents[idx]
@@ -297,7 +309,12 @@ def step_batch(
     texts = _captions([sources[int(i)] for i in idx], gen, cfg.cfg_dropout)
     sigma = sample_sigmas(cfg, cfg.batch_size, gen)
     noise = torch.randn(x0.shape, generator=gen)
-    return StepBatch(x0, texts, sigma, noise, None if conds is None else conds[idx])
+    if conds is None:
+        return StepBatch(x0, texts, sigma, noise)
+    if conds.shape[0] == 1:
+        return StepBatch(x0, texts, sigma, noise, conds[0, idx])
+    which = torch.randint(0, conds.shape[0], (cfg.batch_size,), generator=gen)
+    return StepBatch(x0, texts, sigma, noise, conds[which, idx])
 
 
 def encode_texts(encoder: T5TextEncoder, texts: list[str]) -> list[torch.Tensor]:
@@ -434,7 +451,11 @@ def train_dit(
         require_export(Path(cfg.init), cfg.init_transformer)
     dit_config(cfg)  # a bad model_type fails here, before any work
     latents, sources = latent_cache(cfg, run_dir, show_progress)
-    conds = condition_cache(cfg, run_dir, show_progress) if cfg.model_type == "i2v" else None
+    conds = None
+    if cfg.model_type == "i2v":
+        conds = torch.stack(
+            [condition_cache(cfg, run_dir, show_progress, k) for k in cfg.cond_frames]
+        )
     model, encoder, tok_dir = build(cfg, run_dir, [s for s in sources if isinstance(s, str)])
     opt, ema = common.optimizer_and_ema(
         model, lr=cfg.lr, weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay
