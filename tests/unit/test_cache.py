@@ -225,6 +225,40 @@ def test_cfg_cache_estimates_the_second_branch_with_residual_compensation(model)
         assert not torch.allclose(got[k][1], plain[k][1], atol=1e-4)
 
 
+@torch.no_grad()
+def test_taylor_with_cfg_runs_the_second_branch_at_every_other_full_step(model):
+    x, cond, uncond = inputs(4)
+    steps = trajectory(x, steps=8)  # t = 900, 800, ..., 200
+    ts = [900.0 - 100 * k for k in range(8)]
+    c = [model(xs, t, [cond]) for xs, t in steps]
+    u = [model(xs, t, [uncond]) for xs, t in steps]
+    spec = CacheSpec(taylor=True, taylor_interval=2, taylor_warmup=2, cfg=True, warmup=1)
+    cached = apply_cache(model, spec)
+    blocks = count_calls(model.blocks)
+    got = [(cached(xs, t, [cond]), cached(xs, t, [uncond])) for xs, t in steps]
+
+    def line(p, q, k):  # the extrapolation at step k through (step p, a), (step q, b)
+        (a, i), (b, j) = p, q
+        return b + (b - a) / (ts[j] - ts[i]) * (ts[k] - ts[j])
+
+    # the DiT answers steps 0, 1, 2, 4, 6 (taylor skips 3, 5, 7); among those after the cfg
+    # warm-up (1, 2, 4, 6) the second branch alternates: compensated at 1 and 4, in full at 2, 6
+    want_u = {0: u[0], 1: c[1] + (u[0] - c[0]), 2: u[2]}
+    want_u[3] = line((want_u[1], 1), (want_u[2], 2), 3)
+    want_u[4] = c[4] + (u[2] - c[2])  # the difference measured at the last full run (step 2)
+    want_u[5] = line((want_u[2], 2), (want_u[4], 4), 5)
+    want_u[6] = u[6]
+    want_u[7] = line((want_u[4], 4), (u[6], 6), 7)
+    want_c = {k: c[k] for k in (0, 1, 2, 4, 6)}
+    want_c[3] = line((c[1], 1), (c[2], 2), 3)
+    want_c[5], want_c[7] = line((c[2], 2), (c[4], 4), 5), line((c[4], 4), (c[6], 6), 7)
+    for k in range(8):
+        assert torch.allclose(got[k][0], want_c[k], atol=1e-5), k
+        assert torch.allclose(got[k][1], want_u[k], atol=1e-5), k
+    assert blocks["n"] == (5 + 3) * len(model.blocks)
+    assert cached.stats.branches_reused == 2 and cached.stats.calls_extrapolated == 6
+
+
 def test_cache_spec_parsing():
     assert CacheSpec.parse("off", 0.1) == CacheSpec()
     assert CacheSpec.parse("teacache", DEFAULT_TEACACHE) == CacheSpec(teacache=DEFAULT_TEACACHE)

@@ -23,6 +23,9 @@ Four modes, combinable:
   branch called with the same latent and timestep (the unconditional one in every Wan pipeline)
   is recomputed only every ``cfg_interval`` steps after ``warmup``; in between it is estimated as
   the first branch's fresh output plus the last measured difference between the branches.
+  With ``taylor`` the interval counts the steps the DiT runs (taylor's full steps), the
+  difference is measured only when both branches ran in full, and a compensated estimate is
+  also the branch's point for taylor's extrapolation.
 
 - ``taylor`` (step skipping with first-order extrapolation, the TaylorSeer family): after
   ``taylor_warmup`` full steps, one step in ``taylor_interval`` runs the DiT and the others return
@@ -148,6 +151,7 @@ class _Branch:
     rests: list[tuple[float, torch.Tensor]] = field(default_factory=list)
     outs: list[tuple[float, torch.Tensor]] = field(default_factory=list)
     delta: torch.Tensor | None = None  # cfg: this branch minus the lead branch, last measured
+    answered: int = 0  # cfg: steps since warm-up this branch answered without extrapolating
 
 
 class _Reusable(nn.Module):
@@ -245,15 +249,17 @@ class CachedDiT(nn.Module):
         fp = _fingerprint(t, x)
         lead = self._lead if self._lead is not None and self._lead[0] == fp else None
         branch = self._branch(context, x, float(t.max()))
-        reuse_branch = spec.cfg and self._reuses(branch, spec.cfg_interval)
-        if lead is not None and branch.delta is not None and reuse_branch:
-            self.stats.branches_reused += 1
-            self.stats.blocks_total += len(model.blocks)
-            return lead[1] + branch.delta
         if spec.taylor and self._extrapolates(branch):
             self.stats.calls_extrapolated += 1
             self.stats.blocks_total += len(model.blocks)
             out = _extrapolate(branch.outs, branch.last_t)
+            if lead is None:
+                self._lead = (fp, out)
+            return out
+        if spec.cfg and lead is not None and branch.delta is not None and self._cfg_reuses(branch):
+            self.stats.branches_reused += 1
+            self.stats.blocks_total += len(model.blocks)
+            out = lead[1] + branch.delta
         else:  # the answers above need no embedding: skipped calls cost next to nothing
             embed = model.embed_s2v if isinstance(model, WanModelS2V) else model.embed
             tokens, e, e0, ctx, layout = embed(x, t, context, **kwargs)  # type: ignore[operator]
@@ -261,12 +267,12 @@ class CachedDiT(nn.Module):
                 tokens = self._run_blocks(branch, tokens, e0, ctx, layout)
             # the head sees the noisy tokens: the first ``split`` (S2V), or all (split None)
             out = model.unpatchify(model.head(tokens[:, : layout.split], e), layout.grid)
-            if spec.taylor:
-                branch.outs = _remember(branch.outs, branch.last_t, out, 2)
-        if lead is None:
-            self._lead = (fp, out)
-        elif spec.cfg:
-            branch.delta = out - lead[1]
+            if lead is None:
+                self._lead = (fp, out)
+            elif spec.cfg:  # measured on full runs of both branches only
+                branch.delta = out - lead[1]
+        if spec.taylor:  # a compensated estimate is this branch's best answer at this step too
+            branch.outs = _remember(branch.outs, branch.last_t, out, 2)
         return out
 
     def _extrapolates(self, branch: _Branch) -> bool:
@@ -281,6 +287,15 @@ class CachedDiT(nn.Module):
         """After warm-up, steps reuse except every ``interval``-th one, which recomputes."""
         k = branch.step - self.spec.warmup
         return k >= 0 and (k + 1) % interval != 0
+
+    def _cfg_reuses(self, branch: _Branch) -> bool:
+        """cfg: as :meth:`_reuses`, counted over the steps this branch answers without
+        extrapolating (all steps, unless taylor skips some), so that with taylor the second branch
+        still runs in full at every ``cfg_interval``-th of the steps the DiT runs."""
+        if branch.step < self.spec.warmup:
+            return False
+        k, branch.answered = branch.answered, branch.answered + 1
+        return (k + 1) % self.spec.cfg_interval != 0
 
     @contextmanager
     def _attention_reuse(self, reuse: bool) -> Iterator[None]:
