@@ -125,6 +125,31 @@ def test_clips_made_with_another_cache_are_refused(setup, tmp_path):
     assert pipe.resume_key == pipe.model_id
 
 
+def test_clips_made_with_another_quantization_or_vae_tiling_are_refused(setup, tmp_path):
+    import copy
+
+    from openwan.runtime.quant import apply_quant
+    from openwan.runtime.vae_tiling import apply_vae_tiling
+
+    root, pipe = setup
+    out = tmp_path / "q.mp4"
+    with pytest.raises(StopAfterFirstClip):
+        pipe.generate(_request(root), out, on_clip=stop_after_first_clip)
+    plain_dit, plain_vae = pipe.dit, pipe.vae
+    try:
+        pipe.dit = apply_quant(copy.deepcopy(plain_dit), "int8")
+        assert pipe.resume_key == pipe.model_id + "|quant:int8"
+        with pytest.raises(RequestError, match="different request"):
+            pipe.generate(_request(root), out)
+        pipe.dit, pipe.vae = plain_dit, apply_vae_tiling(plain_vae, tile=8, overlap=2)
+        assert pipe.resume_key == pipe.model_id + "|vae-tiles:8/2"
+        with pytest.raises(RequestError, match="different request"):
+            pipe.generate(_request(root), out)
+    finally:
+        pipe.dit, pipe.vae = plain_dit, plain_vae
+    assert pipe.resume_key == pipe.model_id
+
+
 def test_num_clip_limits_and_guidance_one_skips_the_uncond_pass(setup, tmp_path):
     root, pipe = setup
     calls = []

@@ -99,7 +99,7 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
             "blocks); use taylor, cfg or attn"
         )
     # --compile: inductor fails to lower the S2V blocks here (torch 2.13, CPU; a LoweringException)
-    for name in ("offload", "compile", "vae_tiling"):
+    for name in ("offload", "compile"):
         if getattr(args, name, None) not in (None, False, "none"):
             raise ValueError(f"--{name.replace('_', '-')} is not available for s2v yet")
     default_size = defaults.size or (1280, 720)

@@ -238,10 +238,19 @@ class WanS2V:
 
     @property
     def resume_key(self) -> str:
-        """What identifies the model in a resume folder's fingerprint: ``model_id``, plus the
-        diffusion cache when the DiT is wrapped in one (it changes the clips it makes)."""
+        """What identifies the model in a resume folder's fingerprint: ``model_id``, plus each
+        runtime option that changes the clips it makes: the diffusion cache around the DiT, the
+        quantization of its linears and the tiling of the VAE's decode (which also feeds the next
+        clip's motion history). Read by duck typing, so the pipeline needs no runtime import."""
         spec = getattr(self.dit, "spec", None)  # runtime.cache.CachedDiT
-        return self.model_id + (f"|cache:{spec.describe()}" if spec is not None else "")
+        model = getattr(self.dit, "model", self.dit)
+        quant = getattr(model, "quant_mode", None)  # set by runtime.quant.apply_quant
+        tile = getattr(self.vae, "tile", None)  # runtime.vae_tiling.TiledVAE
+        parts = [self.model_id]
+        parts += [f"cache:{spec.describe()}"] if spec is not None else []
+        parts += [f"quant:{quant}"] if quant is not None else []
+        parts += [f"vae-tiles:{tile}/{self.vae.overlap}"] if tile is not None else []
+        return "|".join(parts)
 
     @classmethod
     def from_pretrained(

@@ -124,11 +124,14 @@ def apply_quant(
         return model
     if mode == "fp8":
         _check_fp8(torch.device(device) if device is not None else next(model.parameters()).device)
-        return _torchao(model, "fp8")
-    if backend == "torchao":
-        return _torchao(model, "int8")
-    for parent, name, linear in _block_linears(model):
-        setattr(parent, name, Int8Linear(linear))  # module conversion, as torchao's quantize_
+        model = _torchao(model, "fp8")
+    elif backend == "torchao":
+        model = _torchao(model, "int8")
+    else:
+        for parent, name, linear in _block_linears(model):
+            setattr(parent, name, Int8Linear(linear))  # module conversion, as torchao's quantize_
+    # what the model now computes with (S2V's resume fingerprint reads it)
+    setattr(model, "quant_mode", mode)  # noqa: B010 (not a WanModel field)
     return model
 
 
