@@ -3,6 +3,7 @@ regional compile matches eager, and falls back (saying why) when the compiler ca
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from helpers.random_weights import randomize_
 from openwan.configs.dit import DiTConfig
@@ -59,3 +60,17 @@ def test_compile_falls_back_with_the_reason(caplog):
     assert reason is not None and "no-such-backend" in reason
     assert all(b._compiled_call_impl is None for b in model.blocks)
     assert "staying eager" in caplog.text
+
+
+@pytest.mark.skipif(compile_unavailable("inductor") is not None, reason="no inductor here")
+def test_inductor_compiles_the_linear_leaf_with_its_own_gemm():
+    # eager CPU inference calls oneDNN's linear op on plain weights; inductor cannot lower that op
+    # (it expects weights it prepacked itself), so traced code must take F.linear instead
+    from openwan.ops.linear import linear
+
+    g = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(*s, generator=g) for s in ((1, 20, 64), (48, 64), (48,)))
+    with torch.no_grad():
+        got = torch.compile(lambda a: linear(a, w, b, gelu_tanh=True), backend="inductor")(x)
+        want = F.gelu(F.linear(x, w, b), approximate="tanh")
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -22,6 +22,8 @@ def eligible(x: torch.Tensor, weight: torch.Tensor) -> bool:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return False
+    if torch.compiler.is_compiling():  # inductor picks its own GEMM (it cannot lower this op
+        return False  # on weights it did not prepack itself)
     return bool(torch.backends.mkldnn.is_available())
 
 
