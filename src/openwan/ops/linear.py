@@ -30,15 +30,17 @@ def linear(
     gelu_tanh: bool = False,
 ) -> torch.Tensor:
     """``x @ weight.T + bias`` (optionally followed by tanh-approximated GELU) on ``[..., in]``."""
+    if torch.compiler.is_compiling():
+        # traced code: inductor picks its own GEMM (it cannot lower the oneDNN op on weights it
+        # did not prepack, nor trace the Function); checked first, so dynamo never traces the
+        # cached kernel probes either
+        out = F.linear(x, weight, bias)
+        return F.gelu(out, approximate="tanh") if gelu_tanh else out
     if eligible(x, weight) and has_linear_kernel():
         if bias is not None and bias.dtype != x.dtype:
             bias = bias.to(x.dtype)
         return linear_op(x, weight, bias, gelu_tanh)
-    if (
-        has_linear_kernel()
-        and not torch.compiler.is_compiling()  # dynamo cannot trace the Function's oneDNN op
-        and trainable(x, weight, *([] if bias is None else [bias]))
-    ):
+    if has_linear_kernel() and trainable(x, weight, *([] if bias is None else [bias])):
         out = _TrainLinear.apply(x, weight, bias)
     else:
         out = F.linear(x, weight, bias)
