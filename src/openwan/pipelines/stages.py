@@ -69,6 +69,17 @@ class Expert:
     guide_scale: float
 
 
+def ensure_on(model: nn.Module, device: torch.device) -> None:
+    """``model.to(device)`` unless its first parameter is already there: ``Module.to`` walks every
+    submodule, a few ms per call on the tiny DiT (~10% of a 30-step CPU generation when done at
+    every step)."""
+    first = next(model.parameters(), None)
+    where = None if first is None else first.device
+    if where is not None and where.type == device.type and device.index in (None, where.index):
+        return
+    model.to(device)
+
+
 def guided_model_fn(
     experts: Sequence[Expert],
     context: torch.Tensor,
@@ -100,7 +111,7 @@ def guided_model_fn(
             for other in experts:
                 if other is not expert:
                     other.model.to("cpu")
-        expert.model.to(device)
+        ensure_on(expert.model, device)
         xb = x.unsqueeze(0)  # [1, C, T, H, W]
         tb = (timesteps(t) if timesteps is not None else t.reshape(1)).to(device)
         v_cond = expert.model(xb, tb, [context], **kwargs)[0].float()
