@@ -150,6 +150,37 @@ def test_clips_made_with_another_quantization_or_vae_tiling_are_refused(setup, t
     assert pipe.resume_key == pipe.model_id
 
 
+def test_model_offload_takes_the_dit_off_the_device_after_every_clip(
+    setup, full_run, tmp_path, monkeypatch
+):
+    root, plain = setup
+    pipe = WanS2V(plain.dit, plain.vae, plain.text_encoder, plain.audio_encoder, offload_model=True)
+    events = []
+
+    def spy(name, method):
+        def call(*args, **kwargs):
+            events.append(f"{name}:{args[0]}" if name.endswith(".to") else name)
+            return method(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(pipe.dit, "to", spy("dit.to", pipe.dit.to))
+    monkeypatch.setattr(pipe.vae, "decode", spy("decode", pipe.vae.decode))
+    monkeypatch.setattr(pipe.text_encoder, "to", spy("text.to", pipe.text_encoder.to))
+    hook = pipe.dit.register_forward_hook(lambda *a: events.append("dit"))
+    try:
+        out = pipe.generate(_request(root), tmp_path / "off.mp4")
+    finally:
+        hook.remove()
+    # the text encoder: to the device, encode, back to the CPU; then per clip the DiT's steps,
+    # the DiT off the device, the decode
+    assert events[:2] == ["text.to:cpu", "text.to:cpu"] and "text.to:cpu" not in events[2:]
+    runs = [e for k, e in enumerate(events[2:]) if k == 0 or events[k + 1] != e]
+    assert runs == ["dit", "dit.to:cpu", "decode"] * len(full_run[1])
+    # where the device is the CPU, offloading changes nothing in the video
+    assert np.array_equal(read_video(out)[0], read_video(full_run[0])[0])
+
+
 def test_num_clip_limits_and_guidance_one_skips_the_uncond_pass(setup, tmp_path):
     root, pipe = setup
     calls = []

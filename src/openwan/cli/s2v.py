@@ -58,7 +58,7 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
 
     from openwan import __version__
     from openwan.cli.main import check_writable
-    from openwan.cli.speed import apply_speed_options, cache_spec
+    from openwan.cli.speed import apply_speed_options, cache_spec, check_speed_args
     from openwan.configs.tasks import parse_size
     from openwan.io.audio import read_audio
     from openwan.pipelines.image_cond import load_image
@@ -99,8 +99,8 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
             "blocks); use taylor, cfg or attn"
         )
     # block offload would stream the DiT blocks but not the audio injectors between them
-    if getattr(args, "offload", None) not in (None, "none"):
-        raise ValueError("--offload is not available for s2v yet")
+    if getattr(args, "offload", None) == "block":
+        raise ValueError("--offload block is not available for s2v yet; use --offload model")
     default_size = defaults.size or (1280, 720)
     width, height = parse_size(args.size) if args.size else default_size
     request = S2VRequest(
@@ -163,7 +163,12 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, None: None}[args.dtype]
     t0 = time.perf_counter()
-    pipe = WanS2V.from_pretrained(args.ckpt_dir, device=device, dtype=dtype)
+    offload = check_speed_args(args, device)  # official default: offload on a GPU
+    if session is not None and args.offload is None and args.offload_model is None:
+        offload = "none"  # parallel runs keep their (sharded) weights on the device
+    pipe = WanS2V.from_pretrained(
+        args.ckpt_dir, device=device, dtype=dtype, offload_model=offload == "model"
+    )
     if session is not None:
         session.apply(pipe, cache=cache.enabled)
     apply_speed_options(pipe, args, device)  # --quant and --cache on the DiT

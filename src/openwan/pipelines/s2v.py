@@ -223,6 +223,7 @@ class WanS2V:
         audio_encoder: AudioFeatures,
         *,
         device: str | torch.device = "cpu",
+        offload_model: bool = False,
     ) -> None:
         self.dit = dit.eval()
         self.vae = vae.eval()
@@ -233,7 +234,10 @@ class WanS2V:
         # the store of finished clips; a multi-process run (runtime/parallel/session.py) swaps in
         # one where rank 0 alone reads and writes files and the other ranks get its answers
         self.parts_factory: Callable[[Path, dict[str, Any]], ClipParts] = ClipParts
-        self.dit.to(self.device)
+        # official --offload_model: the DiT is on the device only while it samples a clip, the
+        # text encoder only while it encodes (the VAE, small, stays); on the CPU nothing moves
+        self.offload_model = offload_model
+        self.dit.to("cpu" if offload_model else self.device)
         self.vae.to(self.device)
 
     @property
@@ -259,6 +263,7 @@ class WanS2V:
         *,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        offload_model: bool = False,
     ) -> WanS2V:
         """An official ``Wan2.2-S2V-14B`` folder: DiT (``WanModel_S2V``) at the root,
         ``Wan2.1_VAE.pth``, umT5, ``wav2vec2-large-xlsr-53-english/``. An ``openwan train-s2v``
@@ -283,13 +288,13 @@ class WanS2V:
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype is None:
             dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-        dit = load_s2v_dit(root, dtype=dtype, device=dev)
+        dit = load_s2v_dit(root, dtype=dtype, device=torch.device("cpu") if offload_model else dev)
         vae = load_vae(vae_path, dtype=torch.float32, device=dev)
         text = T5TextEncoder.from_pretrained(
             text_root, dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32
         )
         audio = Wav2Vec2Features.from_folder(root / WAV2VEC_DIR)  # fp32 on the CPU (official)
-        pipe = cls(dit, vae, text, audio, device=dev)
+        pipe = cls(dit, vae, text, audio, device=dev, offload_model=offload_model)
         pipe.model_id = f"{root.resolve()}:{dtype}"
         return pipe
 
@@ -388,6 +393,7 @@ class WanS2V:
             self.text_encoder,
             [req.prompt, req.negative_prompt or S2V_NEGATIVE_PROMPT],
             self.device,
+            offload=self.offload_model,
         )
         parts = self.parts_factory(
             output.with_name(output.name + ".parts"), req.fingerprint(wave, self.resume_key)
@@ -440,6 +446,25 @@ class WanS2V:
         req: S2VRequest,
         callback: stages.StepCallback | None,
         edit: ClipEdit | None = None,
+    ) -> torch.Tensor:
+        stages.ensure_on(self.dit, self.device)
+        try:
+            return self._sample_on_device(noise, cond, context, context_null, req, callback, edit)
+        finally:
+            if self.offload_model:  # the decode and the next clip's history need the room
+                self.dit.to("cpu")
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+    def _sample_on_device(
+        self,
+        noise: torch.Tensor,
+        cond: ClipConditions,
+        context: torch.Tensor,
+        context_null: torch.Tensor,
+        req: S2VRequest,
+        callback: stages.StepCallback | None,
+        edit: ClipEdit | None,
     ) -> torch.Tensor:
         return sample_clip(
             self.dit,
