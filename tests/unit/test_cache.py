@@ -8,6 +8,8 @@ from helpers.random_weights import randomize_
 from openwan.configs.dit import DiTConfig
 from openwan.models.dit import WanModel
 from openwan.runtime.cache import DEFAULT_TEACACHE, CacheSpec, apply_cache
+from openwan.sampling.schedules import make_schedule
+from openwan.sampling.solvers import SOLVERS, planned_steps
 
 CFG = DiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=3, text_dim=16, text_len=32)
 
@@ -257,6 +259,35 @@ def test_taylor_with_cfg_runs_the_second_branch_at_every_other_full_step(model):
         assert torch.allclose(got[k][1], want_u[k], atol=1e-5), k
     assert blocks["n"] == (5 + 3) * len(model.blocks)
     assert cached.stats.branches_reused == 2 and cached.stats.calls_extrapolated == 6
+
+
+@torch.no_grad()
+def test_inside_a_solve_taylor_counts_its_full_steps_back_from_the_last_step(model):
+    x, cond, _ = inputs(5)
+    spec = CacheSpec(taylor=True, taylor_interval=3, taylor_warmup=2)
+    cached = apply_cache(model, spec)
+    blocks = count_calls(model.blocks)
+    ran, announced = [], []
+
+    def model_fn(xs, t, i):
+        before = blocks["n"]
+        announced.append(planned_steps())
+        out = cached(xs[None], t, [cond])[0]
+        ran.append(blocks["n"] > before)
+        return out
+
+    SOLVERS["euler"](model_fn, x[0], make_schedule("euler", 8, 3.0))
+    # warm-up 0, 1; then every third step counted back from the last: 7, 4 (1 is warm-up)
+    assert [i for i, r in enumerate(ran) if r] == [0, 1, 4, 7]
+    assert announced == [8] * 8 and planned_steps() is None
+    # called outside a solver, the interval counts forward from the warm-up as before
+    cached = apply_cache(model, spec)
+    ran.clear()
+    for xs, t in trajectory(x, steps=8):
+        before = blocks["n"]
+        cached(xs, t, [cond])
+        ran.append(blocks["n"] > before)
+    assert [i for i, r in enumerate(ran) if r] == [0, 1, 2, 5]
 
 
 def test_cache_spec_parsing():

@@ -12,7 +12,9 @@ sigma 0 (and at sigma 1 for DPM++) resolves through IEEE arithmetic exactly as i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from contextvars import ContextVar
 
 import torch
 
@@ -21,6 +23,29 @@ from openwan.sampling.schedules import Schedule
 ModelFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 Callback = Callable[[int, torch.Tensor], None]
 PostStep = Callable[[int, torch.Tensor], torch.Tensor]
+
+_PLANNED_STEPS: ContextVar[int | None] = ContextVar("openwan_planned_steps", default=None)
+
+
+def planned_steps() -> int | None:
+    """The step count of the solve running now (None outside one). A denoiser that plans its
+    work over a generation, such as a step-skipping cache, reads it; the call signature of the
+    DiT stays the official one."""
+    return _PLANNED_STEPS.get()
+
+
+def _announces_steps(solve: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    @functools.wraps(solve)
+    def run(
+        model_fn: ModelFn, x: torch.Tensor, schedule: Schedule, **kwargs: object
+    ) -> torch.Tensor:
+        token = _PLANNED_STEPS.set(schedule.steps)
+        try:
+            return solve(model_fn, x, schedule, **kwargs)
+        finally:
+            _PLANNED_STEPS.reset(token)
+
+    return run
 
 
 def _lam(sigma: torch.Tensor) -> torch.Tensor:
@@ -181,7 +206,6 @@ def _unic(
 
 
 SOLVERS: dict[str, Callable[..., torch.Tensor]] = {
-    "unipc": unipc_solve,
-    "dpm++": dpmpp_solve,
-    "euler": euler_solve,
+    name: _announces_steps(solve)
+    for name, solve in (("unipc", unipc_solve), ("dpm++", dpmpp_solve), ("euler", euler_solve))
 }
