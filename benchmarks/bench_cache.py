@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from openwan.eval import shapesbench
 from openwan.eval.metrics import psnr, ssim
@@ -136,21 +140,14 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=2, help="per split (seen / held-out), EN+ZH")
     ap.add_argument("--openwan", nargs="*", default=OPENWAN, help="--cache texts")
     ap.add_argument("--diffusers", nargs="*", default=DIFFUSERS)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="prompt set and noise seeds (tune on one, report on another)")  # fmt: skip
     args = ap.parse_args()
     torch.manual_seed(0)
     pipe = WanT2V.from_pretrained(None, device="cpu")
     plain = pipe.dit
     steps = pipe.task.steps
-    items = shapesbench.bench_prompts(args.prompts, ("en", "zh"))
-
-    def run_all(denoiser: nn.Module) -> tuple[list[torch.Tensor], float, float]:
-        # CPU time of this process: on a shared machine wall time measures the neighbours
-        pipe.dit = timed = Timed(denoiser)
-        videos, t0 = [], time.process_time()
-        for k, item in enumerate(items):
-            videos.append(pipe(item["prompt"], seed=k))
-        pipe.dit = plain
-        return videos, time.process_time() - t0, timed.seconds
+    items = shapesbench.bench_prompts(args.prompts, ("en", "zh"), seed=args.seed)
 
     def bench(videos: list[torch.Tensor]) -> float:
         hits = [
@@ -159,40 +156,75 @@ def main() -> None:
         ]
         return float(np.mean(hits))
 
+    transformer = diffusers_transformer(pipe) if args.diffusers else None
+
+    @contextmanager
+    def denoiser(impl: str, name: str) -> Iterator[nn.Module]:
+        """The denoiser of one configuration, set up for one video and taken down after it."""
+        if impl == "openwan":
+            if name == "none":
+                yield plain
+                return
+            cached = apply_cache(plain, bench_spec(name))
+            try:
+                yield cached
+            finally:
+                blocks[name][0] += cached.stats.blocks_run
+                blocks[name][1] += cached.stats.blocks_total
+                cached.remove()
+            return
+        assert transformer is not None
+        # fresh hooks per video: diffusers' WanPipeline resets its cache hooks' state after every
+        # call (maybe_free_model_hooks); hooks kept across videos would start each new video
+        # from the last one's cached residuals and Taylor factors
+        if name != "none":
+            transformer.enable_cache(diffusers_config(name, steps))
+        try:
+            yield DiffusersDenoiser(transformer, plain.config, steps)
+        finally:
+            if name != "none":
+                transformer.disable_cache()
+
+    configs = [("openwan", "none"), *(("openwan", t) for t in args.openwan)]
+    if args.diffusers:
+        configs += [("diffusers", "none"), *(("diffusers", d) for d in args.diffusers)]
+    blocks = {name: [0, 0] for _, name in configs}
+    videos: dict[tuple[str, str], list[torch.Tensor]] = {c: [] for c in configs}
+    seconds = {c: [0.0, 0.0] for c in configs}  # end to end, inside the DiT (CPU seconds)
+
     pipe(items[0]["prompt"], seed=0, steps=2)  # warm-up (first-call allocations, lazy imports)
-    base, base_s, base_dit = run_all(plain)
+    # interleaved (every configuration on one prompt, then the next prompt), so that a change
+    # in the machine's speed during the run (a neighbour, throttling) hits all rows alike
+    for k, item in enumerate(tqdm(items, desc="prompts", file=sys.stderr)):
+        for c in configs:
+            with denoiser(*c) as d:
+                pipe.dit = timed = Timed(d)
+                t0 = (
+                    time.process_time()
+                )  # CPU time: on a shared machine wall time measures the neighbours
+                videos[c].append(pipe(item["prompt"], seed=args.seed + k))
+                seconds[c][0] += time.process_time() - t0
+                seconds[c][1] += timed.seconds
+                pipe.dit = plain
+    base = videos[("openwan", "none")]
     base_bench = bench(base)
+    base_s, base_dit = seconds[("openwan", "none")]
     print(f"{len(items)} videos x {steps} steps, task {pipe.task.name}; uncached {base_s:.1f}s CPU "
           f"({base_dit:.1f}s in the DiT), ShapesBench all-correct {base_bench:.3f}")  # fmt: skip
     print(f"{'impl':9s} {'cache':24s} {'e2e x':>6s} {'DiT x':>6s} {'PSNR dB':>8s} {'SSIM':>6s} "
           f"{'blocks':>6s} {'all-correct':>11s}")  # fmt: skip
-
-    own = {"openwan": (base_s, base_dit)}  # speed-ups are against the same implementation uncached
-
-    def row(impl: str, name: str, denoiser: nn.Module) -> None:
-        videos, s, dit_s = run_all(denoiser)
-        own.setdefault(impl, (s, dit_s))
-        ref_s, ref_dit = own[impl]
-        p = float(np.mean([min(psnr(v, b), 99.0) for v, b in zip(videos, base)]))
-        q = float(np.mean([ssim(v, b) for v, b in zip(videos, base)]))
-        stats = getattr(denoiser, "stats", None)
-        frac = f"{stats.block_fraction:6.2f}" if stats is not None else f"{'-':>6s}"
+    for impl, name in configs:
+        if impl == "openwan" and name == "none":
+            continue
+        ref_s, ref_dit = seconds[(impl, "none")]  # against the same implementation uncached
+        s, dit_s = seconds[(impl, name)]
+        vids = videos[(impl, name)]
+        p = float(np.mean([min(psnr(v, b), 99.0) for v, b in zip(vids, base)]))
+        q = float(np.mean([ssim(v, b) for v, b in zip(vids, base)]))
+        run, total = blocks[name] if impl == "openwan" else (0, 0)
+        frac = f"{run / total:6.2f}" if total else f"{'-':>6s}"
         print(f"{impl:9s} {name:24s} {ref_s / s:6.2f} {ref_dit / dit_s:6.2f} {p:8.2f} {q:6.3f} "
-              f"{frac} {bench(videos) - base_bench:+11.3f}", flush=True)  # fmt: skip
-
-    for text in args.openwan:
-        cached = apply_cache(plain, bench_spec(text))
-        row("openwan", text, cached)
-        cached.remove()
-    if not args.diffusers:
-        return
-    transformer = diffusers_transformer(pipe)
-    for name in ["none", *args.diffusers]:
-        if name != "none":
-            transformer.enable_cache(diffusers_config(name, steps))
-        row("diffusers", name, DiffusersDenoiser(transformer, plain.config, steps))
-        if name != "none":
-            transformer.disable_cache()
+              f"{frac} {bench(vids) - base_bench:+11.3f}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
