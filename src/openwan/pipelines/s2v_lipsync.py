@@ -196,7 +196,10 @@ def lipsync(
         mask = torch.cat([mask, mask[:, :, -1:].expand(-1, -1, short, -1, -1)], dim=2)
     t_lat, lat_h, lat_w = pipe.latent_grid(n, height, width)
     context, context_null = stages.encode_prompts(
-        pipe.text_encoder, [s.prompt, s.negative_prompt or S2V_NEGATIVE_PROMPT], pipe.device
+        pipe.text_encoder,
+        [s.prompt, s.negative_prompt or S2V_NEGATIVE_PROMPT],
+        pipe.device,
+        offload=pipe.offload_model,
     )
     parts = pipe.parts_factory(
         output.with_name(output.name + ".parts"), _fingerprint(pipe, req, wave)
