@@ -449,36 +449,24 @@ class WanS2V:
     ) -> torch.Tensor:
         stages.ensure_on(self.dit, self.device)
         try:
-            return self._sample_on_device(noise, cond, context, context_null, req, callback, edit)
+            return sample_clip(
+                self.dit,
+                noise,
+                cond,
+                context,
+                context_null,
+                steps=req.steps,
+                shift=req.shift,
+                guide_scale=req.guide_scale,
+                solver=req.solver,
+                callback=callback,
+                edit=edit,
+            )
         finally:
             if self.offload_model:  # the decode and the next clip's history need the room
                 self.dit.to("cpu")
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-
-    def _sample_on_device(
-        self,
-        noise: torch.Tensor,
-        cond: ClipConditions,
-        context: torch.Tensor,
-        context_null: torch.Tensor,
-        req: S2VRequest,
-        callback: stages.StepCallback | None,
-        edit: ClipEdit | None,
-    ) -> torch.Tensor:
-        return sample_clip(
-            self.dit,
-            noise,
-            cond,
-            context,
-            context_null,
-            steps=req.steps,
-            shift=req.shift,
-            guide_scale=req.guide_scale,
-            solver=req.solver,
-            callback=callback,
-            edit=edit,
-        )
 
 
 class ClipParts:
