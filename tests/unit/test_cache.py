@@ -9,7 +9,7 @@ from openwan.configs.dit import DiTConfig
 from openwan.models.dit import WanModel
 from openwan.runtime.cache import DEFAULT_TEACACHE, CacheSpec, apply_cache
 from openwan.sampling.schedules import make_schedule
-from openwan.sampling.solvers import SOLVERS, planned_steps
+from openwan.sampling.solvers import SOLVERS, planned_steps, solver_step
 
 CFG = DiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=3, text_dim=16, text_len=32)
 
@@ -271,7 +271,7 @@ def test_inside_a_solve_taylor_counts_its_full_steps_back_from_the_last_step(mod
 
     def model_fn(xs, t, i):
         before = blocks["n"]
-        announced.append(planned_steps())
+        announced.append((planned_steps(), solver_step()))
         out = cached(xs[None], t, [cond])[0]
         ran.append(blocks["n"] > before)
         return out
@@ -279,7 +279,23 @@ def test_inside_a_solve_taylor_counts_its_full_steps_back_from_the_last_step(mod
     SOLVERS["euler"](model_fn, x[0], make_schedule("euler", 8, 3.0))
     # warm-up 0, 1; then every third step counted back from the last: 7, 4 (1 is warm-up)
     assert [i for i, r in enumerate(ran) if r] == [0, 1, 4, 7]
-    assert announced == [8] * 8 and planned_steps() is None
+    assert announced == [(8, i) for i in range(8)]
+    assert planned_steps() is None and solver_step() is None
+    # a cache that takes over at step 2 (the A14B low-noise expert): its own two warm-up calls
+    # (2, 3), then the solve's phase (4, 7; counting its own calls would give 6)
+    late = apply_cache(model, spec)
+    ran.clear()
+
+    def handover(xs, t, i):
+        if i < 2:
+            return model(xs[None], t, [cond])[0]
+        before = blocks["n"]
+        out = late(xs[None], t, [cond])[0]
+        ran.append(blocks["n"] > before)
+        return out
+
+    SOLVERS["euler"](handover, x[0], make_schedule("euler", 8, 3.0))
+    assert [2 + k for k, r in enumerate(ran) if r] == [2, 3, 4, 7]
     # called outside a solver, the interval counts forward from the warm-up as before
     cached = apply_cache(model, spec)
     ran.clear()

@@ -59,7 +59,7 @@ from torch import nn
 
 from openwan.models.dit import WanModel
 from openwan.models.s2v import WanModelS2V
-from openwan.sampling.solvers import planned_steps
+from openwan.sampling.solvers import planned_steps, solver_step
 
 MODES = ("teacache", "attn", "cfg", "taylor")
 DEFAULT_TEACACHE = 0.1  # `--cache teacache`: 1.71x DiT at 31.0 dB on wan-tiny (0.2: 1.84x, 25.3 dB)
@@ -286,9 +286,11 @@ class CachedDiT(nn.Module):
         k = branch.step - spec.taylor_warmup
         if not branch.outs or k < 0:
             return False
-        n = planned_steps()
-        if n is not None and branch.step < n:  # inside a solve: count back from its last step
-            return (n - 1 - branch.step) % spec.taylor_interval != 0
+        n, i = planned_steps(), solver_step()
+        if n is not None and i is not None:  # inside a solve: count back from its last step
+            # (the solve's own step index: an A14B expert that takes over mid-solve keeps the
+            # phase, while its warm-up above counts its own calls)
+            return (n - 1 - i) % spec.taylor_interval != 0
         return k % spec.taylor_interval != 0
 
     def _reuses(self, branch: _Branch, interval: int) -> bool:

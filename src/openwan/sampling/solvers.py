@@ -25,6 +25,7 @@ Callback = Callable[[int, torch.Tensor], None]
 PostStep = Callable[[int, torch.Tensor], torch.Tensor]
 
 _PLANNED_STEPS: ContextVar[int | None] = ContextVar("openwan_planned_steps", default=None)
+_SOLVER_STEP: ContextVar[int | None] = ContextVar("openwan_solver_step", default=None)
 
 
 def planned_steps() -> int | None:
@@ -34,14 +35,26 @@ def planned_steps() -> int | None:
     return _PLANNED_STEPS.get()
 
 
+def solver_step() -> int | None:
+    """The index of the solver step whose model call is running (None outside a solve)."""
+    return _SOLVER_STEP.get()
+
+
 def _announces_steps(solve: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     @functools.wraps(solve)
     def run(
         model_fn: ModelFn, x: torch.Tensor, schedule: Schedule, **kwargs: object
     ) -> torch.Tensor:
+        def announced(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
+            token = _SOLVER_STEP.set(i)
+            try:
+                return model_fn(x, t, i)
+            finally:
+                _SOLVER_STEP.reset(token)
+
         token = _PLANNED_STEPS.set(schedule.steps)
         try:
-            return solve(model_fn, x, schedule, **kwargs)
+            return solve(announced, x, schedule, **kwargs)
         finally:
             _PLANNED_STEPS.reset(token)
 
