@@ -138,7 +138,22 @@ def test_shipped_export_loads_and_generates(tmp_path, vae_dir):
     from openwan.io.audio import stream_durations
     from openwan.pipelines.s2v import S2VRequest, WanS2V
 
-    result = train_s2v(tiny_cfg(tmp_path, vae_dir, steps=1), show_progress=False)
+    cfg = tiny_cfg(tmp_path, vae_dir, steps=1)
+    result = train_s2v(cfg, show_progress=False)
+    # the sample cache holds each sample's mouth region: the weights rendering the items again
+    # gives (the path of caches written before the regions were stored) are the same
+    from safetensors.torch import load_file
+
+    from openwan.training.s2v_trainer import mouth_weights
+
+    samples = load_file(str(tmp_path / "run" / "samples.safetensors"))
+    weighted = dataclasses.replace(cfg, mouth_weight=4.0)
+    stride = SIZE // samples["z"].shape[-1]
+    cached = mouth_weights(weighted, samples, stride)
+    assert float(cached.max()) == 5.0
+    torch.testing.assert_close(
+        cached, mouth_weights(weighted, {"first": samples["first"]}, stride), rtol=0, atol=0
+    )
     plain = export_s2v(result, tmp_path / "plain")
     out = ship_s2v(result, tmp_path / "ship")
     assert (out / "vae" / "diffusion_pytorch_model.safetensors").stat().st_size < 0.4 * (

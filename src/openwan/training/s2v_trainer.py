@@ -236,8 +236,12 @@ def sample_cache(
             captions.append(text)
         # its own generator per item: the other draws stay as they are; U(1, 1) gives 1.0
         gain = float(np.random.default_rng([cfg.seed, i, 7]).uniform(lo, hi))
+        mouth = None
         for s in item_samples(item, cfg.clips, cfg.infer_frames, vae, audio, gain):
             s["caption"] = torch.tensor(captions.index(text))
+            if mouth is None:  # the item's mouth region on the latent grid (loss weights)
+                mouth = mouth_region(item, cfg.size // s["z"].shape[-1])
+            s["mouth"] = mouth
             rows.append(s)
         bar.update(1)
     bar.close()
@@ -270,7 +274,11 @@ def mouth_weights(
     cfg: S2VTrainConfig, samples: dict[str, torch.Tensor], stride: int
 ) -> torch.Tensor:
     """Per-sample loss weights ``[N, 1, 1, h, w]``: ``1 + mouth_weight`` on the mouth region of
-    the sample's item, 1 elsewhere (the samples of an item are consecutive, ``clips`` or fewer)."""
+    the sample's item, 1 elsewhere (the samples of an item are consecutive, ``clips`` or fewer).
+    The regions come from the sample cache; a cache written before it stored them has the items
+    rendered again."""
+    if "mouth" in samples:
+        return 1.0 + cfg.mouth_weight * samples["mouth"][:, None, None]
     world = training_world(cfg)
     per_item = [mouth_region(world[i], stride) for i in range(cfg.items)]
     first = samples["first"].tolist()
