@@ -199,9 +199,8 @@ def main() -> None:
         for c in configs:
             with denoiser(*c) as d:
                 pipe.dit = timed = Timed(d)
-                t0 = (
-                    time.process_time()
-                )  # CPU time: on a shared machine wall time measures the neighbours
+                # CPU time: on a shared machine wall time measures the neighbours
+                t0 = time.process_time()
                 videos[c].append(pipe(item["prompt"], seed=args.seed + k))
                 seconds[c][0] += time.process_time() - t0
                 seconds[c][1] += timed.seconds

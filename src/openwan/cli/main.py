@@ -251,9 +251,7 @@ def _generate(args: argparse.Namespace, session: Any) -> int:
 
         sources = read_sources(*vace_inputs)  # unreadable / mismatched inputs fail here
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    offload = check_speed_args(args, device)
-    if session is not None and args.offload is None and args.offload_model is None:
-        offload = "none"  # parallel runs keep their (sharded) weights on the device
+    offload = check_speed_args(args, device, parallel=session is not None)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, None: None}[args.dtype]
     request = GenerationRequest(
         prompt=args.prompt,

@@ -163,9 +163,7 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, None: None}[args.dtype]
     t0 = time.perf_counter()
-    offload = check_speed_args(args, device)  # official default: offload on a GPU
-    if session is not None and args.offload is None and args.offload_model is None:
-        offload = "none"  # parallel runs keep their (sharded) weights on the device
+    offload = check_speed_args(args, device, parallel=session is not None)
     pipe = WanS2V.from_pretrained(
         args.ckpt_dir, device=device, dtype=dtype, offload_model=offload == "model"
     )

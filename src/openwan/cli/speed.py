@@ -49,8 +49,12 @@ def add_speed_args(p: argparse.ArgumentParser, flag: Any) -> None:
     flag(p, "vae_tiling", action="store_true", help="decode the video in blended spatial tiles")
 
 
-def check_speed_args(args: argparse.Namespace, device: torch.device) -> str:
-    """Refuse bad combinations before any model is loaded; returns the offload mode."""
+def check_speed_args(
+    args: argparse.Namespace, device: torch.device, *, parallel: bool = False
+) -> str:
+    """Refuse bad combinations before any model is loaded; returns the offload mode (official
+    default: model offload on a GPU, except in a ``parallel`` run, which keeps its sharded
+    weights on the device unless an offload flag is given)."""
     cache_spec(args)
     if args.compile and args.offload == "block":
         # the offload hooks re-point weights between calls, which compiled graphs do not allow
@@ -59,7 +63,10 @@ def check_speed_args(args: argparse.Namespace, device: torch.device) -> str:
         if args.offload_model is not None:
             raise ValueError("give either --offload or --offload-model, not both")
         return str(args.offload)
-    on = args.offload_model if args.offload_model is not None else device.type == "cuda"
+    if args.offload_model is not None:
+        on = bool(args.offload_model)
+    else:
+        on = device.type == "cuda" and not parallel
     return "model" if on else "none"
 
 

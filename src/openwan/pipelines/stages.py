@@ -110,7 +110,7 @@ def guided_model_fn(
         if offload and len(experts) > 1:
             for other in experts:
                 if other is not expert:
-                    other.model.to("cpu")
+                    ensure_on(other.model, torch.device("cpu"))
         ensure_on(expert.model, device)
         xb = x.unsqueeze(0)  # [1, C, T, H, W]
         tb = (timesteps(t) if timesteps is not None else t.reshape(1)).to(device)
