@@ -11,7 +11,8 @@ hooks (``enable_cache``), each branch inside ``cache_context("cond"/"uncond")`` 
     python benchmarks/bench_cache.py --prompts 1 --openwan teacache:0.1 cfg --diffusers fbc:0.1
 
 An openwan row may end in ``+hold`` (the first-block cache holds its last residual instead of
-extrapolating it) and ``+wN`` (N full steps first instead of 5), e.g. ``teacache:0.2+hold+w0``.
+extrapolating it), ``+wN`` (N full steps first instead of the default warm-up) and ``+v`` (taylor
+extrapolates the DiT's output instead of the noise estimate), e.g. ``teacache:0.2+hold+w0``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from openwan.eval import shapesbench
 from openwan.eval.metrics import psnr, ssim
 from openwan.io.video import to_uint8_frames
 from openwan.pipelines.t2v import WanT2V
-from openwan.runtime.cache import CacheSpec, apply_cache
+from openwan.runtime.cache import DEFAULT_TEACACHE, TAYLOR_SPACES, CacheSpec, apply_cache
 
 OPENWAN = ["teacache:0.08", "teacache:0.1", "teacache:0.2", "teacache:0.2+hold", "taylor", "taylor:4+w4",
            "taylor:3", "taylor:5+w5", "teacache:0.08,cfg:3", "teacache:0.2,cfg:3", "cfg", "attn"]  # fmt: skip
@@ -120,13 +121,16 @@ def diffusers_config(name: str, steps: int) -> Any:
 
 
 def bench_spec(text: str) -> CacheSpec:
-    """A ``--cache`` text plus the bench's own suffixes for the first-block cache: ``+hold``
-    reuses the residual as it is (no extrapolation), ``+wN`` runs the first N steps in full."""
+    """A ``--cache`` text plus the bench's own suffixes: ``+hold`` (the first-block cache reuses
+    the residual as it is), ``+wN`` (the first N steps run in full), ``+v`` / ``+eps`` (what
+    taylor extrapolates)."""
     mode, *extras = text.split("+")
-    spec = CacheSpec.parse(mode, 0.1)
+    spec = CacheSpec.parse(mode, DEFAULT_TEACACHE)
     for extra in extras:
         if extra == "hold":
             spec = dataclasses.replace(spec, extrapolate=False)
+        elif extra in TAYLOR_SPACES:
+            spec = dataclasses.replace(spec, taylor_space=extra)
         elif extra.startswith("w") and extra[1:].isdigit():
             n = int(extra[1:])
             spec = dataclasses.replace(spec, teacache_warmup=n, taylor_warmup=n)

@@ -7,6 +7,7 @@ seed, and the lip-sync / identity / seam scores of ``openwan eval s2v``.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_s2v_cache.py    # 4 items, 40 steps (CPU time: one thread)
     python benchmarks/bench_s2v_cache.py --items 2 --steps 20 --modes taylor cfg:3
+    python benchmarks/bench_s2v_cache.py --modes taylor taylor+v   # +v: taylor extrapolates v
 
 Diffusers has no S2V pipeline, so there is no peer row; the reference is openwan's uncached run.
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from bench_cache import Timed  # the same CPU-time wrapper around the denoiser
+from bench_cache import Timed, bench_spec  # the CPU-time wrapper, the +suffixes of modes
 
 from openwan.assets import tiny_model_dir
 from openwan.data.shapes import to_tensor
@@ -29,14 +30,14 @@ from openwan.eval.metrics import psnr
 from openwan.eval.talking import evaluate_s2v
 from openwan.io.video import read_video
 from openwan.pipelines.s2v import WanS2V
-from openwan.runtime.cache import DEFAULT_TEACACHE, CacheSpec, apply_cache
+from openwan.runtime.cache import apply_cache
 
 MODES = ["taylor", "taylor:4", "taylor:3", "cfg", "cfg:3", "attn", "taylor,cfg"]
 
 
 def run(pipe: WanS2V, mode: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     plain = pipe.dit
-    spec = CacheSpec.parse(mode, DEFAULT_TEACACHE)
+    spec = bench_spec(mode)
     cached = apply_cache(plain, spec) if spec.enabled else None
     timed = Timed(cached if cached is not None else plain)
     pipe.dit = timed  # type: ignore[assignment]

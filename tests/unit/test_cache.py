@@ -7,7 +7,7 @@ import torch
 from helpers.random_weights import randomize_
 from openwan.configs.dit import DiTConfig
 from openwan.models.dit import WanModel
-from openwan.runtime.cache import DEFAULT_TEACACHE, CacheSpec, apply_cache
+from openwan.runtime.cache import DEFAULT_TEACACHE, CacheSpec, _noise_weight, apply_cache
 from openwan.sampling.schedules import make_schedule
 from openwan.sampling.solvers import SOLVERS, planned_steps, solver_step
 
@@ -150,11 +150,11 @@ def test_taylor_extrapolates_whole_calls_from_the_last_two_full_outputs(model):
     x, cond, uncond = inputs(6)
     steps = trajectory(x, steps=5)  # t = 900, 800, ..., 500
     plain = [model(xs, t, [cond]) for xs, t in steps]
-    spec = CacheSpec(taylor=True, taylor_interval=2, taylor_warmup=1)
+    spec = CacheSpec(taylor=True, taylor_interval=2, taylor_warmup=1, taylor_space="v")
     cached = apply_cache(model, spec)
     blocks = count_calls(model.blocks)
     got = [cached(xs, t, [cond]) for xs, t in steps]
-    # full at steps 0 (warm-up), 1 and 3; steps 2 and 4 extrapolate linearly in t
+    # full at steps 0 (warm-up), 1 and 3; steps 2 and 4 extrapolate the output linearly in t
     assert blocks["n"] == 3 * len(model.blocks) and cached.stats.calls_extrapolated == 2
     assert all(torch.equal(got[k], plain[k]) for k in (0, 1, 3))
     step2 = plain[1] + (plain[1] - plain[0]) / (800.0 - 900.0) * (700.0 - 800.0)
@@ -173,6 +173,33 @@ def test_taylor_extrapolates_whole_calls_from_the_last_two_full_outputs(model):
         taylor=True, taylor_interval=4
     )
     assert CacheSpec.parse("taylor:4,cfg", DEFAULT_TEACACHE).describe() == "cfg:2,taylor:4"
+
+
+@torch.no_grad()
+def test_taylor_extrapolates_the_noise_estimate_by_default(model):
+    x, cond, _ = inputs(3)
+    steps = trajectory(x, steps=5)  # t = 900, 800, ..., 500
+    plain = [model(xs, t, [cond]) for xs, t in steps]
+    cached = apply_cache(model, CacheSpec(taylor=True, taylor_interval=2, taylor_warmup=1))
+    got = [cached(xs, t, [cond]) for xs, t in steps]
+
+    def eps(k):  # the flow x = (1 - s) x0 + s eps has velocity eps - x0: eps = x + (1 - s) v
+        return steps[k][0] + (1 - steps[k][1] / 1000) * plain[k]
+
+    for k, (p, q) in ((2, (0, 1)), (4, (1, 3))):
+        ts = [float(steps[i][1]) for i in (p, q, k)]
+        line = eps(q) + (eps(q) - eps(p)) / (ts[1] - ts[0]) * (ts[2] - ts[1])
+        want = (line - steps[k][0]) / (1 - ts[2] / 1000)
+        assert torch.allclose(got[k], want, atol=1e-5), k
+        v_line = plain[q] + (plain[q] - plain[p]) / (ts[1] - ts[0]) * (ts[2] - ts[1])
+        assert not torch.allclose(got[k], v_line, atol=1e-3)  # not the output's own line
+    assert all(torch.equal(got[k], plain[k]) for k in (0, 1, 3))
+    with pytest.raises(ValueError, match="taylor_space"):
+        CacheSpec(taylor=True, taylor_space="x0")
+    # TI2V's per-token timesteps (0 on the clean first frame): sigma per latent frame
+    per_token = torch.full((1, 2 * 2 * 2), 600.0)
+    per_token[0, :4] = 0.0  # latent frame 0 of x [1, 16, 2, 4, 4] (patch 1x2x2: 4 tokens)
+    assert _noise_weight(x, per_token).flatten().tolist() == pytest.approx([1.0, 0.4])
 
 
 @torch.no_grad()
@@ -234,7 +261,9 @@ def test_taylor_with_cfg_runs_the_second_branch_at_every_other_full_step(model):
     ts = [900.0 - 100 * k for k in range(8)]
     c = [model(xs, t, [cond]) for xs, t in steps]
     u = [model(xs, t, [uncond]) for xs, t in steps]
-    spec = CacheSpec(taylor=True, taylor_interval=2, taylor_warmup=2, cfg=True, warmup=1)
+    spec = CacheSpec(
+        taylor=True, taylor_interval=2, taylor_warmup=2, cfg=True, warmup=1, taylor_space="v"
+    )
     cached = apply_cache(model, spec)
     blocks = count_calls(model.blocks)
     got = [(cached(xs, t, [cond]), cached(xs, t, [uncond])) for xs, t in steps]
@@ -362,7 +391,8 @@ def test_s2v_caches_are_exact_without_reuse_and_extrapolate_or_compensate_with_i
         assert all(torch.equal(g[0], p[0]) and torch.equal(g[1], p[1]) for g, p in zip(got, plain))
     # taylor:2 after one warm-up step: steps 2 and 4 of each branch are lines through its own
     # last two full outputs
-    cached = apply_cache(model, CacheSpec(taylor=True, taylor_interval=2, taylor_warmup=1))
+    spec = CacheSpec(taylor=True, taylor_interval=2, taylor_warmup=1, taylor_space="v")
+    cached = apply_cache(model, spec)
     got = [(cached(xs, t, [cond], **kw), cached(xs, t, [uncond], **silent)) for xs, t in steps]
     assert cached.stats.calls_extrapolated == 4
     for b in (0, 1):
