@@ -23,8 +23,9 @@ def add_speed_args(p: argparse.ArgumentParser, flag: Any) -> None:
         help="diffusion cache: off or a comma list of teacache[:THRESHOLD] (skip the deeper DiT "
         "blocks at steps that change little), attn[:INTERVAL] (reuse attention outputs between "
         "steps), cfg[:INTERVAL] (reuse the unconditional branch with residual compensation), "
-        "taylor[:INTERVAL] (after 6 full steps, run one step in INTERVAL (default 5) and extrapolate the "
-        "others linearly in t from the last two), e.g. teacache,cfg or taylor:4 (default: off)",
+        "taylor[:INTERVAL] (after 6 full steps, run one step in INTERVAL (default 5) and extrapolate the noise "
+        "estimate of the others linearly in t from the last two), e.g. teacache,cfg or taylor:4 "
+        "(default: off)",
     )
     flag(p, "cache_threshold", type=float, default=None, help="same as --cache teacache:THRESHOLD")
     flag(

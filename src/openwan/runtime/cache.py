@@ -35,15 +35,17 @@ Four modes, combinable:
   the current latent, ``v = (eps - x) / (1 - sigma)``; ``taylor_space="v"`` extrapolates the
   output itself. The noise estimate is the smoother of the two and the current latent enters
   every answer: on the tiny model (bench_cache.py, two prompt sets of 16 videos) ``taylor,cfg``
-  is 30.8 / 28.7 dB instead of 28.9 / 27.9 at the same speed, ``taylor`` alone 29.5 / 26.4
-  instead of 29.0 / 27.4 (8 videos), while mixing in more of the output (``x + (1 - sigma + a)
-  v``, a = 0.05-1) loses 0.7-2.5 dB. Inside a solver (which announces its step count, see
+  is 30.8 / 28.7 dB from the uncached video instead of 28.9 / 27.9 at the same speed, ``taylor``
+  alone 27.9 dB on average instead of 27.3, though not on every video (at ``taylor:5``, 9 of 16
+  closer by 0.3-8 dB, 7 further by 0.2-14 dB); other weightings of v (``x + (1 - sigma + a) v``,
+  ``x + k (1 - sigma) v``) and the clean estimate ``x - sigma v`` were all worse.
+  Inside a solver (which announces its step count, see
   :func:`~openwan.sampling.solvers.planned_steps`) the full steps are counted back from the last
   one, so the final step always runs and no step is extrapolated from far behind; outside one
   they are counted forward from the warm-up. On the tiny model a second-order fit through the
   last three full outputs overshoots (13 dB instead of 27.6 dB at ``taylor:5``), so the fit is
   linear. Counting back from the end (two prompt sets of bench_cache.py, against counting
-  forward): ``taylor:4,cfg`` 29.4 / 29.2 dB (was 28.8 / 27.7), ``taylor,cfg`` 28.9 / 27.9 (26.6 /
+  forward; both extrapolating v): ``taylor:4,cfg`` 29.4 / 29.2 dB (was 28.8 / 27.7), ``taylor,cfg`` 28.9 / 27.9 (26.6 /
   26.3), ``taylor`` alone 28.4 / 26.2 (28.6 / 28.2); a shorter warm-up than 6 steps loses 2-8 dB.
 
 S2V (:class:`~openwan.models.s2v.WanModelS2V`) takes ``attn``, ``cfg`` and ``taylor``; its audio
