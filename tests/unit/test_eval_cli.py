@@ -62,6 +62,10 @@ def test_continuation_reports_one_ratio_per_joint(tmp_path, capsys, i2v_folder):
     assert all(r > 0 for r in video["joint_ratios"])
     assert report["share_seamless"] == float(max(video["joint_ratios"]) <= 2.0)
     assert "worst joint" in capsys.readouterr().out
+    # --guide-scale reaches every round (1.0: no unconditional branch, another video)
+    assert main([*args[:-1], str(tmp_path / "g.json"), "--guide-scale", "1.0"]) == 0
+    other = json.loads((tmp_path / "g.json").read_text(encoding="utf-8"))["videos"][0]
+    assert other["joint_ratios"] != video["joint_ratios"]
 
 
 def test_eval_vae_scores_the_reconstruction_of_held_out_clips(tmp_path, capsys):

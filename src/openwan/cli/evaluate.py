@@ -10,6 +10,11 @@ from pathlib import Path
 from typing import Any
 
 
+def _guide_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--guide-scale", "--sample_guide_scale", dest="guide_scale", type=float,
+                        default=None, help="CFG scale (default: the task's)")  # fmt: skip
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("eval", help="evaluate a model")
     ev = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
@@ -30,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     sb.add_argument("--languages", default="en,zh")
     sb.add_argument("--steps", type=int, default=None)
+    _guide_flag(sb)
     sb.add_argument("--seed", type=int, default=0)
     sb.add_argument("--ground-truth", action="store_true",
                     help="score rendered ground-truth videos instead (validates the analyzer)")  # fmt: skip
@@ -49,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ct.add_argument("--cond-frames", "--cond_frames", dest="cond_frames", type=int, default=1,
                     help="frames of the video so far each round conditions on")  # fmt: skip
     ct.add_argument("--steps", type=int, default=None)
+    _guide_flag(ct)
     ct.add_argument("--seed", type=int, default=0)
     ct.add_argument("--out", default=None, help="save the per-video ratios as JSON")
     ct.set_defaults(func=run_continuation_cmd)
@@ -175,8 +182,11 @@ def run_continuation_cmd(args: argparse.Namespace) -> int:
     for k in tqdm(range(args.prompts), desc="continuation", unit="video", file=sys.stderr):
         video, _, scene = world[k]
         prompt = shapes.caption(scene, "en", k)
-        first = pipe(prompt, image=Image.fromarray(video[0]), steps=args.steps, seed=args.seed + k)
-        request = GenerationRequest(prompt, steps=args.steps, seed=args.seed + k + 1)
+        first = pipe(prompt, image=Image.fromarray(video[0]), steps=args.steps,
+                     guide_scale=args.guide_scale, seed=args.seed + k)  # fmt: skip
+        request = GenerationRequest(
+            prompt, steps=args.steps, guide_scale=args.guide_scale, seed=args.seed + k + 1
+        )
         long = pipe.extend(
             request, first, num_rounds=args.rounds, cond_frames=args.cond_frames
         ).video
@@ -226,7 +236,13 @@ def run_shapesbench_cmd(args: argparse.Namespace) -> int:
         def generate(prompt: str, seed: int) -> np.ndarray:
             first = truth(prompt, seed)[0]
             out = to_uint8_frames(
-                i2v(prompt, image=Image.fromarray(first), steps=args.steps, seed=seed)
+                i2v(
+                    prompt,
+                    image=Image.fromarray(first),
+                    steps=args.steps,
+                    guide_scale=args.guide_scale,
+                    seed=seed,
+                )  # fmt: skip
             )
             first_psnr.append(psnr(shapes.to_tensor(out[:1]), shapes.to_tensor(first[None])))
             return out
@@ -237,7 +253,9 @@ def run_shapesbench_cmd(args: argparse.Namespace) -> int:
         pipe = WanT2V.from_pretrained(args.ckpt_dir, task=args.task)
 
         def generate(prompt: str, seed: int) -> np.ndarray:
-            return to_uint8_frames(pipe(prompt, steps=args.steps, seed=seed))
+            return to_uint8_frames(
+                pipe(prompt, steps=args.steps, guide_scale=args.guide_scale, seed=seed)
+            )
 
     langs = tuple(x.strip() for x in args.languages.split(",") if x.strip())
     bar = tqdm(
