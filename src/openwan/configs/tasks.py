@@ -192,8 +192,8 @@ _register(TaskSpec("t2v-tiny", TINY_DIT, TINY_VAE, **_TINY_SETTINGS))
 TINY_I2V_DIT = TINY_DIT.replace(model_type="i2v", in_dim=36, image_embedding=False)
 # Its first frame is pinned to the given image's latent while sampling (measured on 36 prompts:
 # first frame vs input 27.8 -> 33.1 dB PSNR, motion 0.389 -> 0.417).
-# Its guide scale: 1.5 (held-out ShapesBench motion over 4 prompt sets of 18: 0.847, against 0.750
-# at 5.0; all-correct 0.611 against 0.535; 1.0 also gives 0.847 motion but 0.583 all-correct).
+# Its guide scale: 1.5 (held-out ShapesBench motion over six prompt sets of 18: 0.852, against 0.778
+# at 5.0; all-correct 0.620 against 0.588; 1.0 gives the same motion on four sets, less all-correct).
 _register(TaskSpec("i2v-tiny", TINY_I2V_DIT, TINY_VAE, dit_dir="transformer_i2v",
                    anchor_known_frames=True, **{**_TINY_SETTINGS, "guide_scale": 1.5}))  # fmt: skip
 
