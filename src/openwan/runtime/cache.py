@@ -173,6 +173,7 @@ class _Branch:
     outs: list[tuple[float, torch.Tensor]] = field(default_factory=list)
     delta: torch.Tensor | None = None  # cfg: this branch minus the lead branch, last measured
     answered: int = 0  # cfg: steps since warm-up this branch answered without extrapolating
+    dtype: torch.dtype = torch.float32  # taylor: the dtype of this branch's outputs
 
 
 class _Reusable(nn.Module):
@@ -273,7 +274,8 @@ class CachedDiT(nn.Module):
         if spec.taylor and self._extrapolates(branch):
             self.stats.calls_extrapolated += 1
             self.stats.blocks_total += len(model.blocks)
-            out = _from_space(spec.taylor_space, _extrapolate(branch.outs, branch.last_t), x, t)
+            line = _extrapolate(branch.outs, branch.last_t)
+            out = _from_space(spec.taylor_space, line, x, t, branch.dtype)
             if lead is None:
                 self._lead = (fp, out)
             return out
@@ -293,8 +295,10 @@ class CachedDiT(nn.Module):
             elif spec.cfg:  # measured on full runs of both branches only
                 branch.delta = out - lead[1]
         if spec.taylor:  # a compensated estimate is this branch's best answer at this step too
-            point = _to_space(spec.taylor_space, out, x, t)
-            branch.outs = _remember(branch.outs, branch.last_t, point, 2)
+            branch.outs = _remember(
+                branch.outs, branch.last_t, _to_space(spec.taylor_space, out, x, t), 2
+            )
+            branch.dtype = out.dtype
         return out
 
     def _extrapolates(self, branch: _Branch) -> bool:
@@ -394,17 +398,21 @@ def _noise_weight(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 def _to_space(space: str, out: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """The point taylor keeps for an output ``v``: ``v`` itself, or the noise estimate
-    ``eps = x + (1 - sigma) v`` (the velocity of the flow is ``eps - x0``)."""
+    ``eps = x + (1 - sigma) v`` (the velocity of the flow is ``eps - x0``), in fp32 whatever the
+    model's dtype (mapping back divides by ``1 - sigma``, which would magnify bf16 rounding)."""
     if space == "v":
         return out
-    return x.to(out.dtype) + _noise_weight(x, t).to(out.dtype) * out
+    return x.float() + _noise_weight(x, t) * out.float()
 
 
-def _from_space(space: str, point: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """The inverse of :func:`_to_space` at the current latent ``x`` and timestep ``t``."""
+def _from_space(
+    space: str, point: torch.Tensor, x: torch.Tensor, t: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
+    """The inverse of :func:`_to_space` at the current latent ``x`` and timestep ``t``, as
+    ``dtype`` (the model's output dtype)."""
     if space == "v":
         return point
-    return (point - x.to(point.dtype)) / _noise_weight(x, t).to(point.dtype)
+    return ((point - x.float()) / _noise_weight(x, t)).to(dtype)
 
 
 def apply_cache(model: WanModel, spec: CacheSpec) -> CachedDiT:
