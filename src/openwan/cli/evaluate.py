@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 
-def _guide_flag(parser: argparse.ArgumentParser) -> None:
+def _guide_flag(
+    parser: argparse.ArgumentParser, text: str = "CFG scale (default: the task's)"
+) -> None:
     parser.add_argument("--guide-scale", "--sample_guide_scale", dest="guide_scale", type=float,
-                        default=None, help="CFG scale (default: the task's)")  # fmt: skip
+                        default=None, help=text)  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -101,13 +103,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="frames per clip",
     )
     s2.add_argument("--steps", type=int, default=None)
-    s2.add_argument(
-        "--guide-scale",
-        "--sample_guide_scale",
-        dest="guide_scale",
-        type=float,
-        default=None,
-        help="CFG scale (prompt + audio vs negative prompt + zero audio); default: official 4.5",
+    _guide_flag(
+        s2, "CFG scale (prompt + audio vs negative prompt + zero audio); default: official 4.5"
     )
     s2.add_argument("--seed", type=int, default=0)
     s2.add_argument(
@@ -242,7 +239,7 @@ def run_shapesbench_cmd(args: argparse.Namespace) -> int:
                     steps=args.steps,
                     guide_scale=args.guide_scale,
                     seed=seed,
-                )  # fmt: skip
+                )
             )
             first_psnr.append(psnr(shapes.to_tensor(out[:1]), shapes.to_tensor(first[None])))
             return out

@@ -45,8 +45,9 @@ Four modes, combinable:
   they are counted forward from the warm-up. On the tiny model a second-order fit through the
   last three full outputs overshoots (13 dB instead of 27.6 dB at ``taylor:5``), so the fit is
   linear. Counting back from the end (two prompt sets of bench_cache.py, against counting
-  forward; both extrapolating v): ``taylor:4,cfg`` 29.4 / 29.2 dB (was 28.8 / 27.7), ``taylor,cfg`` 28.9 / 27.9 (26.6 /
-  26.3), ``taylor`` alone 28.4 / 26.2 (28.6 / 28.2); a shorter warm-up than 6 steps loses 2-8 dB.
+  forward; both extrapolating v): ``taylor:4,cfg`` 29.4 / 29.2 dB (was 28.8 / 27.7),
+  ``taylor,cfg`` 28.9 / 27.9 (26.6 / 26.3), ``taylor`` alone 28.4 / 26.2 (28.6 / 28.2); a shorter
+  warm-up than 6 steps loses 2-8 dB.
 
 S2V (:class:`~openwan.models.s2v.WanModelS2V`) takes ``attn``, ``cfg`` and ``taylor``; its audio
 injectors sit between the blocks, so ``teacache`` (which runs the first block alone) refuses it.
