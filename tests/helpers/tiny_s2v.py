@@ -40,6 +40,26 @@ WAV2VEC = dict(
 )
 
 
+def s2v_model() -> WanModelS2V:
+    """The tiny S2V DiT with small random weights, in eval mode."""
+    return randomize_(WanModelS2V(S2V).eval(), seed=3, scale=0.1)
+
+
+def s2v_kwargs(seed: int, first: bool) -> tuple:
+    """(x, the S2V forward's keyword inputs, a conditional and an unconditional text) for
+    :func:`s2v_model`; ``first``: the first clip (no motion frames)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 16, 2, 8, 8, generator=g)
+    kw = dict(
+        ref_latents=torch.randn(1, 16, 1, 8, 8, generator=g),
+        motion_latents=torch.randn(1, 16, 19, 8, 8, generator=g),
+        cond_states=torch.zeros_like(x),
+        audio_input=torch.randn(1, 25, 32, 8, generator=g),
+        drop_motion_frames=first,
+    )
+    return x, kw, torch.randn(5, 32, generator=g), torch.randn(7, 32, generator=g)
+
+
 def write_s2v_checkpoint(root: Path, seed: int = 0) -> Path:
     from transformers import (
         AutoTokenizer,

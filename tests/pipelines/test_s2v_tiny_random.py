@@ -109,6 +109,7 @@ def test_parts_of_another_request_are_refused(setup, tmp_path):
 
 def test_clips_made_with_another_cache_are_refused(setup, tmp_path):
     from openwan.runtime.cache import CacheSpec, apply_cache
+    from openwan.runtime.offload import apply_block_offload
 
     root, pipe = setup
     out = tmp_path / "c.mp4"
@@ -120,6 +121,10 @@ def test_clips_made_with_another_cache_are_refused(setup, tmp_path):
         assert pipe.resume_key == pipe.model_id + "|cache:taylor:2"
         with pytest.raises(RequestError, match="different request"):
             pipe.generate(_request(root), out)
+        # block offload changes no value: the key sees the cache through it, and nothing else
+        pipe.dit = apply_block_offload(plain, "cpu", denoiser=pipe.dit)
+        assert pipe.resume_key == pipe.model_id + "|cache:taylor:2"
+        pipe.dit = pipe.dit.remove()
     finally:
         pipe.dit = pipe.dit.remove()
     assert pipe.resume_key == pipe.model_id

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from helpers.random_weights import randomize_
+from helpers.tiny_s2v import s2v_kwargs, s2v_model
 from openwan.configs.dit import DiTConfig
 from openwan.models.dit import WanModel
 from openwan.runtime.cache import DEFAULT_TEACACHE, CacheSpec, _noise_weight, apply_cache
@@ -353,26 +354,6 @@ def test_a_one_block_model_has_no_first_block_cache():
     one = WanModel(DiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=1, text_dim=16))
     with pytest.raises(ValueError, match="two blocks"):
         apply_cache(one, CacheSpec(teacache=0.1))
-
-
-def s2v_model():
-    from helpers.tiny_s2v import S2V
-    from openwan.models.s2v import WanModelS2V
-
-    return randomize_(WanModelS2V(S2V).eval(), seed=3, scale=0.1)
-
-
-def s2v_kwargs(seed, first):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(1, 16, 2, 8, 8, generator=g)
-    kw = dict(
-        ref_latents=torch.randn(1, 16, 1, 8, 8, generator=g),
-        motion_latents=torch.randn(1, 16, 19, 8, 8, generator=g),
-        cond_states=torch.zeros_like(x),
-        audio_input=torch.randn(1, 25, 32, 8, generator=g),
-        drop_motion_frames=first,
-    )
-    return x, kw, torch.randn(5, 32, generator=g), torch.randn(7, 32, generator=g)
 
 
 @torch.no_grad()

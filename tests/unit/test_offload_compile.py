@@ -1,4 +1,5 @@
-"""Block offload streams blocks in order with a one-block prefetch and changes no value;
+"""Block offload streams blocks (and S2V's audio injectors) in order with a one-module prefetch and
+changes no value;
 regional compile matches eager, and falls back (saying why) when the compiler cannot run."""
 
 import pytest
@@ -9,7 +10,7 @@ from helpers.random_weights import randomize_
 from openwan.configs.dit import DiTConfig
 from openwan.models.dit import WanModel
 from openwan.runtime.compile import apply_compile, compile_unavailable
-from openwan.runtime.offload import apply_block_offload
+from openwan.runtime.offload import apply_block_offload, stream_order
 
 CFG = DiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=3, text_dim=16, text_len=32)
 
@@ -40,6 +41,40 @@ def test_block_offload_prefetches_the_next_block_and_keeps_the_output():
     assert offload.remove() is model
     offload.events.clear()
     assert torch.equal(model(*args), ref) and offload.events == []
+
+
+@torch.no_grad()
+def test_s2v_block_offload_streams_each_audio_injector_after_its_block():
+    from helpers.tiny_s2v import s2v_kwargs, s2v_model
+    from openwan.runtime.cache import CacheSpec, apply_cache
+
+    model = s2v_model()
+    x, kw, cond, _ = s2v_kwargs(5, first=False)
+    t = torch.tensor([700.0])
+    ref = model(x, t, [cond], **kw)
+    inj = model.audio_injector
+    assert model.injected == {0: 0, 1: 1}
+    order = [model.blocks[0], inj.injector_adain_layers[0], inj.injector[0],
+             model.blocks[1], inj.injector_adain_layers[1], inj.injector[1]]  # fmt: skip
+    assert [id(m) for m in stream_order(model)] == [id(m) for m in order]
+    # around a cache wrapper (as the CLI stacks them): same values, every unit loaded once
+    # with the next one prefetched, and evicted after it ran
+    offload = apply_block_offload(model, "cpu", denoiser=apply_cache(model, CacheSpec(cfg=True)))
+    assert torch.equal(offload(x, t, [cond], **kw), ref)
+    loads = [i for e, i in offload.events if e == "load"]
+    evicts = [i for e, i in offload.events if e == "evict"]
+    assert loads == list(range(6)) and evicts == list(range(6))
+    assert offload.events.index(("load", 3)) < offload.events.index(("evict", 2))
+    offload.remove().remove()
+    offload.events.clear()
+    assert torch.equal(model(x, t, [cond], **kw), ref) and offload.events == []
+    # placement (no forward on "meta"): the streamed modules wait on the CPU, the rest moves
+    apply_block_offload(other := s2v_model(), "meta")
+    assert {
+        p.device.type for p in [*other.blocks.parameters(), *other.audio_injector.parameters()]
+    } == {"cpu"}
+    assert {p.device.type for n, p in other.named_parameters()
+            if not n.startswith(("blocks.", "audio_injector."))} == {"meta"}  # fmt: skip
 
 
 @pytest.mark.skipif(

@@ -98,9 +98,6 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
             "--cache teacache does not apply to s2v (its audio injectors sit between the DiT "
             "blocks); use taylor, cfg or attn"
         )
-    # block offload would stream the DiT blocks but not the audio injectors between them
-    if getattr(args, "offload", None) == "block":
-        raise ValueError("--offload block is not available for s2v yet; use --offload model")
     default_size = defaults.size or (1280, 720)
     width, height = parse_size(args.size) if args.size else default_size
     request = S2VRequest(
@@ -164,8 +161,10 @@ def run_s2v(args: argparse.Namespace, session: Any = None) -> int:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, None: None}[args.dtype]
     t0 = time.perf_counter()
     offload = check_speed_args(args, device, parallel=session is not None)
+    # block offload loads the DiT on the CPU (as model offload does) and streams its blocks and
+    # audio injectors from there; the model's whole-DiT moves then leave its placement alone
     pipe = WanS2V.from_pretrained(
-        args.ckpt_dir, device=device, dtype=dtype, offload_model=offload == "model"
+        args.ckpt_dir, device=device, dtype=dtype, offload_model=offload != "none"
     )
     if session is not None:
         session.apply(pipe, cache=cache.enabled)

@@ -246,8 +246,9 @@ class WanS2V:
         runtime option that changes the clips it makes: the diffusion cache around the DiT, the
         quantization of its linears and the tiling of the VAE's decode (which also feeds the next
         clip's motion history). Read by duck typing, so the pipeline needs no runtime import."""
-        spec = getattr(self.dit, "spec", None)  # runtime.cache.CachedDiT
-        model = getattr(self.dit, "model", self.dit)
+        dit = getattr(self.dit, "denoiser", self.dit)  # inside a runtime.offload.BlockOffload
+        spec = getattr(dit, "spec", None)  # runtime.cache.CachedDiT
+        model = getattr(dit, "model", dit)
         quant = getattr(model, "quant_mode", None)  # set by runtime.quant.apply_quant
         tile = getattr(self.vae, "tile", None)  # runtime.vae_tiling.TiledVAE
         parts = [self.model_id]
