@@ -57,9 +57,6 @@ def check_speed_args(
     default: model offload on a GPU, except in a ``parallel`` run, which keeps its sharded
     weights on the device unless an offload flag is given)."""
     cache_spec(args)
-    if args.compile and args.offload == "block":
-        # the offload hooks re-point weights between calls, which compiled graphs do not allow
-        raise ValueError("--compile does not work with --offload block yet; use --offload model")
     if args.offload is not None:
         if args.offload_model is not None:
             raise ValueError("give either --offload or --offload-model, not both")

@@ -1,9 +1,13 @@
 """Regional torch.compile: each DiT block is compiled on its own (one graph reused by every
 block of the same shape), which compiles in seconds instead of minutes for the whole model.
 
-``apply_compile(model)`` compiles in place with ``nn.Module.compile`` and returns ``None``, or,
+``apply_compile(model)`` compiles each block's ``forward`` in place and returns ``None``, or,
 when compilation is unavailable here, leaves the model eager and returns the reason (also
-logged) so callers can say why they fell back.
+logged) so callers can say why they fell back. The forward, not the whole module call
+(``nn.Module.compile``): module hooks then run eagerly around the compiled code, so block offload
+(whose hooks re-point the weights at a device copy before the block and back after it) works
+with it. The compiled code reads the weights the module holds at each call (parameters are
+inputs of the graph), so re-pointed weights are used as they are.
 """
 
 from __future__ import annotations
@@ -39,5 +43,10 @@ def apply_compile(model: WanModel, backend: str = "inductor") -> str | None:
         log.warning("--compile: staying eager: %s", reason)
         return reason
     for block in model.blocks:
-        block.compile(backend=backend, dynamic=False)
+        block.forward = torch.compile(block.forward, backend=backend, dynamic=False)
     return None
+
+
+def is_compiled(block: torch.nn.Module) -> bool:
+    """Whether :func:`apply_compile` compiled this block."""
+    return "forward" in vars(block)
