@@ -8,6 +8,8 @@ blocks run, and the ShapesBench all-correct rate. The diffusers rows load the sa
 hooks (``enable_cache``), each branch inside ``cache_context("cond"/"uncond")`` as WanPipeline does.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_cache.py    # 2 prompts per split, EN+ZH
+    OMP_NUM_THREADS=1 python benchmarks/bench_cache.py --prompts 4 --seed 0 1 2 3 --diffusers \
+        --openwan taylor:6,cfg    # four prompt sets pooled (64 videos), per-set PSNR too
     python benchmarks/bench_cache.py --prompts 1 --openwan teacache:0.1 cfg --diffusers fbc:0.1
 
 An openwan row may end in ``+hold`` (the first-block cache holds its last residual instead of
@@ -144,14 +146,23 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=2, help="per split (seen / held-out), EN+ZH")
     ap.add_argument("--openwan", nargs="*", default=OPENWAN, help="--cache texts")
     ap.add_argument("--diffusers", nargs="*", default=DIFFUSERS)
-    ap.add_argument("--seed", type=int, default=0,
-                    help="prompt set and noise seeds (tune on one, report on another)")  # fmt: skip
+    ap.add_argument("--seed", type=int, nargs="+", default=[0],
+                    help="prompt sets and their noise seeds (tune on one, report on others); "
+                         "several: every row pooled over all their videos")  # fmt: skip
     args = ap.parse_args()
     torch.manual_seed(0)
     pipe = WanT2V.from_pretrained(None, device="cpu")
     plain = pipe.dit
     steps = pipe.task.steps
-    items = shapesbench.bench_prompts(args.prompts, ("en", "zh"), seed=args.seed)
+    # (prompt set, noise seed) per video: set s's k-th video has seed s + k, as in a run of set s
+    items, seeds, sets = [], [], []
+    for set_seed in args.seed:
+        for k, item in enumerate(
+            shapesbench.bench_prompts(args.prompts, ("en", "zh"), seed=set_seed)
+        ):
+            items.append(item)
+            seeds.append(set_seed + k)
+            sets.append(set_seed)
 
     def bench(videos: list[torch.Tensor]) -> float:
         hits = [
@@ -205,7 +216,7 @@ def main() -> None:
                 pipe.dit = timed = Timed(d)
                 # CPU time: on a shared machine wall time measures the neighbours
                 t0 = time.process_time()
-                videos[c].append(pipe(item["prompt"], seed=args.seed + k))
+                videos[c].append(pipe(item["prompt"], seed=seeds[k]))
                 seconds[c][0] += time.process_time() - t0
                 seconds[c][1] += timed.seconds
                 pipe.dit = plain
@@ -215,19 +226,23 @@ def main() -> None:
     print(f"{len(items)} videos x {steps} steps, task {pipe.task.name}; uncached {base_s:.1f}s CPU "
           f"({base_dit:.1f}s in the DiT), ShapesBench all-correct {base_bench:.3f}")  # fmt: skip
     print(f"{'impl':9s} {'cache':24s} {'e2e x':>6s} {'DiT x':>6s} {'PSNR dB':>8s} {'SSIM':>6s} "
-          f"{'blocks':>6s} {'all-correct':>11s}")  # fmt: skip
+          f"{'blocks':>6s} {'all-correct':>11s}"
+          + ("  PSNR per prompt set " + "/".join(map(str, args.seed)) if len(args.seed) > 1 else ""))  # fmt: skip
     for impl, name in configs:
         if impl == "openwan" and name == "none":
             continue
         ref_s, ref_dit = seconds[(impl, "none")]  # against the same implementation uncached
         s, dit_s = seconds[(impl, name)]
         vids = videos[(impl, name)]
-        p = float(np.mean([min(psnr(v, b), 99.0) for v, b in zip(vids, base)]))
+        each = np.array([min(psnr(v, b), 99.0) for v, b in zip(vids, base)])
+        p = float(each.mean())
+        per_set = "/".join(f"{each[np.array(sets) == x].mean():.1f}" for x in args.seed)
         q = float(np.mean([ssim(v, b) for v, b in zip(vids, base)]))
         run, total = blocks[name] if impl == "openwan" else (0, 0)
         frac = f"{run / total:6.2f}" if total else f"{'-':>6s}"
         print(f"{impl:9s} {name:24s} {ref_s / s:6.2f} {ref_dit / dit_s:6.2f} {p:8.2f} {q:6.3f} "
-              f"{frac} {bench(vids) - base_bench:+11.3f}", flush=True)  # fmt: skip
+              f"{frac} {bench(vids) - base_bench:+11.3f}"
+              + (f"  {per_set}" if len(args.seed) > 1 else ""), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
