@@ -15,6 +15,11 @@ from openwan.runtime.offload import apply_block_offload, stream_order
 CFG = DiTConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=3, text_dim=16, text_len=32)
 
 
+needs_compile = pytest.mark.skipif(
+    compile_unavailable("aot_eager") is not None, reason="torch.compile unavailable"
+)
+
+
 def model_and_inputs():
     model = randomize_(WanModel(CFG).eval(), seed=1, scale=0.1)
     g = torch.Generator().manual_seed(2)
@@ -77,14 +82,18 @@ def test_s2v_block_offload_streams_each_audio_injector_after_its_block():
             if not n.startswith(("blocks.", "audio_injector."))} == {"meta"}  # fmt: skip
 
 
-@pytest.mark.skipif(
-    compile_unavailable("aot_eager") is not None, reason="torch.compile unavailable"
-)
-@torch.no_grad()
-def test_regional_compile_matches_eager():
+def compiled_model_inputs_and_eager_output():
+    """The test model compiled (aot_eager), its inputs, and its eager output before compiling."""
     model, args = model_and_inputs()
     ref = model(*args)
     assert apply_compile(model, backend="aot_eager") is None
+    return model, args, ref
+
+
+@needs_compile
+@torch.no_grad()
+def test_regional_compile_matches_eager():
+    model, args, ref = compiled_model_inputs_and_eager_output()
     assert all(is_compiled(b) for b in model.blocks)
     assert torch.allclose(model(*args), ref, rtol=1e-5, atol=1e-6)
     # weights re-pointed at other tensors (what block offload does on a GPU) are read at the
@@ -98,14 +107,10 @@ def test_regional_compile_matches_eager():
     assert torch.allclose(model(*args), scaled, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.skipif(
-    compile_unavailable("aot_eager") is not None, reason="torch.compile unavailable"
-)
+@needs_compile
 @torch.no_grad()
 def test_compiled_blocks_stream_under_block_offload():
-    model, args = model_and_inputs()
-    ref = model(*args)
-    assert apply_compile(model, backend="aot_eager") is None
+    model, args, ref = compiled_model_inputs_and_eager_output()
     offload = apply_block_offload(model, "cpu")
     assert torch.allclose(offload(*args), ref, rtol=1e-5, atol=1e-6)
     # the hooks run around the compiled forwards, in order, one block prefetched
