@@ -52,12 +52,12 @@ class BlockOffload(nn.Module):
         self.events: list[tuple[str, int]] = []
         self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self.units = stream_order(model)
-        streamed = ("blocks", "audio_injector")
-        for name, child in model.named_children():
-            if name not in streamed:
-                child.to(self.device)
-            else:
-                child.to("cpu")
+        # a child holding a streamed module stays on the CPU whole (``blocks``; S2V's
+        # ``audio_injector``, whose uncalled injectors then never move); the rest goes to the device
+        in_units = {id(m) for unit in self.units for m in unit.modules()}
+        for child in model.children():
+            streams = any(id(m) in in_units for m in child.modules())
+            child.to("cpu" if streams else self.device)
         # the CPU copy of every streamed tensor is the master (pinned for async copies); on load
         # the tensors point at a device copy, on evict back at the master: inference never
         # writes them
