@@ -287,7 +287,7 @@ def test_continuation_conditions_each_round_on_the_last_frames_so_far(i2v, frame
     pipe.dit.forward = record
     try:
         req = GenerationRequest(**{**REQ, "frame_num": frame_num, "steps": 2})
-        result = pipe.extend(req, start, num_rounds=3, cond_frames=cond_frames)
+        result = pipe.extend(req, start, num_rounds=3, cond_frames=cond_frames, blend=False)
     finally:
         del pipe.dit.forward
     step = frame_num - cond_frames
@@ -304,6 +304,16 @@ def test_continuation_conditions_each_round_on_the_last_frames_so_far(i2v, frame
             latent = pipe.vae.encode(cond[None])[0]
         assert torch.allclose(y[0, 4:], latent, atol=1e-5)
         assert torch.all(y[0, :4, :lat_known] == 1) and torch.all(y[0, :4, lat_known:] == 0)
+    assert result.joints == tuple(5 + r * step for r in range(3))
+    # the default blends the frames either side of each joint and nothing else
+    blended = pipe.extend(req, start, num_rounds=3, cond_frames=cond_frames).video
+    touched = {i for j in result.joints for i in (j - 1, j)}
+    kept = [i for i in range(video.shape[1]) if i not in touched]
+    assert torch.equal(blended[:, kept], video[:, kept])
+    for j in result.joints:
+        i = j - 1
+        expect = 0.25 * video[:, i - 1] + 0.5 * video[:, i] + 0.25 * video[:, i + 1]
+        assert torch.allclose(blended[:, i], expect, atol=1e-6)
     with pytest.raises(RequestError, match="cond_frames"):
         pipe.extend(req, start, cond_frames=frame_num)
 

@@ -1,6 +1,7 @@
 """``openwan generate`` with image-conditioned tasks: flags, runs on tiny random I2V/FLF2V
 checkpoints, continuation rounds, one-line errors with no partial outputs."""
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -55,6 +56,14 @@ def test_i2v_and_continuation_rounds_through_the_cli(ckpt):
     assert main([*argv, "--save-file", str(long)]) == 0
     assert read_video(long)[0].shape == (13, 32, 48, 3)
     assert read_metadata(long)["num_rounds"] == "3"
+    assert read_metadata(long)["blend_joints"] == "on"
+    # --blend-joints off: the same rounds without the joint blend; the frames either side of the
+    # joints (after frames 5 and 9) differ, the others only by what H.264 carries over
+    raw = root / "raw.mp4"
+    assert main([*argv, "--blend-joints", "off", "--save-file", str(raw)]) == 0
+    assert read_metadata(raw)["blend_joints"] == "off"
+    change = np.abs(read_video(long)[0].astype(float) - read_video(raw)[0]).mean(axis=(1, 2, 3))
+    assert change[[4, 5, 8, 9]].min() > 3 * change[[0, 1, 2, 3, 6, 7, 10, 11, 12]].max()
     # continue an existing video by one clip of 5 frames conditioned on its last 1 frame
     ext = root / "ext.mp4"
     assert main(_args(official, "--extend-video", str(out), "--save-file", str(ext))) == 0

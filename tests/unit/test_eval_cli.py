@@ -61,6 +61,8 @@ def test_continuation_reports_one_ratio_per_joint(tmp_path, capsys, i2v_folder):
     assert video["frames"] == 17 + 2 * 16 and len(video["joint_ratios"]) == 2
     assert all(r > 0 for r in video["joint_ratios"])
     assert report["share_seamless"] == float(max(video["joint_ratios"]) <= 2.0)
+    assert len(video["blended_joint_ratios"]) == 2
+    assert report["share_seamless_blended"] == float(max(video["blended_joint_ratios"]) <= 2.0)
     assert "worst joint" in capsys.readouterr().out
     # --guide-scale reaches every round (1.0: no unconditional branch, another video)
     assert main([*args[:-1], str(tmp_path / "g.json"), "--guide-scale", "1.0"]) == 0

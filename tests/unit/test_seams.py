@@ -5,6 +5,7 @@ import torch
 
 from openwan.data import shapes
 from openwan.eval.metrics import continuation_joints, seam_ratios
+from openwan.pipelines.i2v import blend_joints
 
 
 def _video(scene, frames):
@@ -29,3 +30,25 @@ def test_continuation_joints_follow_the_appended_lengths():
     assert continuation_joints(17, 2) == [17, 33]
     with pytest.raises(ValueError, match="cond_frames"):
         continuation_joints(17, 1, 17)
+
+
+def test_blending_spreads_a_joint_jump_over_three_frames_and_keeps_the_rest():
+    still = _video(shapes.Scene("red", "circle", "static", "black", radius=0.1), 33)
+    jump = still.clone()
+    jump[:, 17:] = torch.roll(jump[:, 17:], shifts=2, dims=3)  # a 2 px jump at the joint
+    blended = blend_joints(jump, [17])
+    other = [i for i in range(33) if i not in (16, 17)]
+    assert torch.equal(blended[:, other], jump[:, other])
+    expect = 0.25 * jump[:, 15] + 0.5 * jump[:, 16] + 0.25 * jump[:, 17]
+    assert torch.allclose(blended[:, 16], expect)
+    # the static video's frame changes are 0 except at the joint: blended, the jump is split
+    # into changes of 1/4, 1/2 and 1/4 of it
+    d = lambda v: (v[:, 1:] - v[:, :-1]).abs().mean(dim=(0, 2, 3))  # noqa: E731
+    s = d(jump)[16]
+    assert torch.allclose(d(blended)[15:18], torch.stack([s / 4, s / 2, s / 4]), rtol=1e-5)
+    # the window looks at the neighbouring changes too: with window 1 the largest of the three
+    moving = _video(shapes.Scene("red", "circle", "right", "black", radius=0.1), 33)
+    moving[:, 17:] = torch.roll(moving[:, 17:], shifts=6, dims=3)
+    ratio = seam_ratios(moving, [17])[0]
+    assert seam_ratios(moving, [17], window=1)[0] == pytest.approx(ratio)  # the jump is largest
+    assert seam_ratios(blend_joints(moving, [17]), [17], window=1)[0] < ratio

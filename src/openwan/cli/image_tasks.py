@@ -42,6 +42,14 @@ def add_image_args(p: argparse.ArgumentParser, flag: Callable[..., None]) -> Non
     )
     flag(
         p,
+        "blend_joints",
+        choices=("on", "off"),
+        default="on",
+        help="continuation: soften each joint by averaging the frame either side of it with its "
+        "neighbours (1-2-1); off keeps every conditioning frame exactly",
+    )
+    flag(
+        p,
         "anchor_frames",
         choices=("on", "off"),
         default=None,
@@ -104,6 +112,7 @@ def run_image_task(
             inputs["video"],
             num_rounds=args.num_rounds,
             cond_frames=args.cond_frames,
+            blend=args.blend_joints == "on",
             callback=on_step,
         )
     result = pipe.generate(
@@ -119,6 +128,7 @@ def run_image_task(
         result.video,
         num_rounds=args.num_rounds - 1,
         cond_frames=args.cond_frames,
+        blend=args.blend_joints == "on",
         callback=on_step,
     )
 
@@ -132,4 +142,5 @@ def input_metadata(args: argparse.Namespace) -> dict[str, str]:
     if args.num_rounds > 1 or args.extend_video:
         meta["num_rounds"] = str(args.num_rounds)
         meta["cond_frames"] = str(args.cond_frames)
+        meta["blend_joints"] = args.blend_joints
     return meta

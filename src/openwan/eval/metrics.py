@@ -49,10 +49,12 @@ def continuation_joints(clip: int, rounds: int, cond_frames: int = 1) -> list[in
     return [clip + r * (clip - cond_frames) for r in range(rounds)]
 
 
-def seam_ratios(video: torch.Tensor, joints: list[int]) -> list[float]:
+def seam_ratios(video: torch.Tensor, joints: list[int], window: int = 0) -> list[float]:
     """How visible each joint of a continued video ``[3, F, H, W]`` is: the mean absolute change
     from frame ``j - 1`` to the first new frame ``j``, over the median frame-to-frame change
-    inside the clips (a joint within 2x of that median shows no seam)."""
+    inside the clips (a joint within 2x of that median shows no seam). With ``window`` w, the
+    largest of the changes within w frames of the joint's is taken (a blended joint spreads its
+    jump over its neighbours, so it is judged with ``window=1``)."""
     if video.ndim != 4 or video.shape[0] != 3:
         raise ValueError(f"expected a video [3, F, H, W], got {tuple(video.shape)}")
     diffs = (video[:, 1:].double() - video[:, :-1].double()).abs().mean(dim=(0, 2, 3))  # [F-1]
@@ -61,4 +63,8 @@ def seam_ratios(video: torch.Tensor, joints: list[int]) -> list[float]:
         raise ValueError(f"joints must lie in 1..{video.shape[1] - 1}, got {joints}")
     inside = torch.stack([d for i, d in enumerate(diffs) if i not in at_joint])
     median = float(inside.median().clamp_min(1e-6))
-    return [float(diffs[j - 1]) / median for j in joints]
+    lo, hi = 0, len(diffs) - 1
+    return [
+        float(diffs[max(lo, j - 1 - window) : min(hi, j - 1 + window) + 1].max()) / median
+        for j in joints
+    ]

@@ -45,6 +45,21 @@ AREAS_480P = (832 * 480,)
 class ContinuationResult(GenerationResult):
     rounds: int = 1
     cond_frames: int = 1
+    joints: tuple[int, ...] = ()  # index of the first new frame after each joint
+
+
+def blend_joints(video: torch.Tensor, joints: tuple[int, ...] | list[int]) -> torch.Tensor:
+    """Soften the joints of a continued video ``[3, F, H, W]``: the last frame before each joint
+    and the first after it become 1-2-1 averages of themselves and their two neighbours (read
+    from the unblended video). A jump of size s at a joint becomes steps of s/4, s/2 and s/4 over
+    three frames; every other frame is kept as it is."""
+    out = video.clone()
+    last = video.shape[1] - 1
+    for j in joints:
+        for i in (j - 1, j):
+            if 0 < i < last:
+                out[:, i] = 0.25 * video[:, i - 1] + 0.5 * video[:, i] + 0.25 * video[:, i + 1]
+    return out
 
 
 class WanI2V:
@@ -250,16 +265,20 @@ class WanI2V:
         *,
         num_rounds: int = 1,
         cond_frames: int = 1,
+        blend: bool = True,
         callback: stages.StepCallback | None = None,
     ) -> ContinuationResult:
         """Continue ``video`` ``[3, F0, H, W]`` in [-1, 1] for ``num_rounds`` clips.
 
         Each round conditions on the last ``cond_frames`` frames of the video so far (given as the
         first frames of the new clip, with the mask) and appends the clip without them, so the
-        joined video is ``F0 + num_rounds * (frame_num - cond_frames)`` frames long and every
-        conditioning frame is exactly a frame of the output. Round r uses seed ``seed + r``. The CLIP
-        tokens (Wan2.1) are those of the first conditioning frame. Frames of another size than the
-        output size are resized first (bicubic, as the I2V image).
+        joined video is ``F0 + num_rounds * (frame_num - cond_frames)`` frames long. Round r uses
+        seed ``seed + r``. The CLIP tokens (Wan2.1) are those of the first conditioning frame.
+        Frames of another size than the output size are resized first (bicubic, as the I2V image).
+
+        With ``blend`` (the default) the two frames either side of each joint are then softened
+        by :func:`blend_joints`; without it every conditioning frame is exactly a frame of the
+        output. Conditioning always reads the unblended frames.
         """
         req = self.resolve(request)
         if self.dit.config.model_type == "flf2v":
@@ -283,19 +302,22 @@ class WanI2V:
             size = self.output_size(size[0], size[1], req.size)
         req = replace(req, size=size)
         out = torch.stack([resize_frame(f, size) for f in video.float().unbind(1)], dim=1)
+        joints = []
         for r in range(num_rounds):
             tail = out[:, -cond_frames:]
             frames = {i: tail[:, i] for i in range(cond_frames)}
             cond = self.condition(frames, req.frame_num, size, [tail[:, 0]])
             clip = self.sample(replace(req, seed=req.seed + r), cond, callback=callback)
+            joints.append(out.shape[1])
             out = torch.cat([out, clip[:, cond_frames:].to(out.device)], dim=1)
         return ContinuationResult(
-            video=out,
+            video=blend_joints(out, joints) if blend else out,
             request=req,
             fps=self.task.fps,
             is_image=False,
             rounds=num_rounds,
             cond_frames=cond_frames,
+            joints=tuple(joints),
         )
 
     # ------------------------------------------------------------ stages
