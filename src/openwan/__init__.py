@@ -11,6 +11,7 @@ _LAZY = {
     "load_dit": "openwan.checkpoint.dit_format",
     "load_vae": "openwan.checkpoint.vae_format",
     "WanT2V": "openwan.pipelines.t2v",
+    "WanTwoStageT2V": "openwan.pipelines.two_stage",
     "WanVACE": "openwan.pipelines.vace",
     "WanI2V": "openwan.pipelines.i2v",
     "WanFLF2V": "openwan.pipelines.i2v",

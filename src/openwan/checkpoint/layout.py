@@ -40,12 +40,15 @@ def locate(root: str | Path, task: TaskSpec | None = None) -> ModelFiles:
         dit_dir = "transformer_2" if experts else "transformer"
         if not experts and task is not None and task.dit_dir and (root / task.dit_dir).is_dir():
             dit_dir = task.dit_dir
+        text = root
+        if task is not None and task.text_dir and (root / task.text_dir / "config.json").is_file():
+            text = root / task.text_dir
         files = ModelFiles(
             layout="diffusers",
             dit=root / dit_dir,
             dit_high=root / "transformer" if experts else None,
             vae=root / "vae",
-            text=root,
+            text=text,
         )
     else:
         experts = has_experts(root)

@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sb.add_argument("--ckpt-dir", "--ckpt_dir", dest="ckpt_dir", default=None,
                     help="model folder (default: the embedded tiny model)")  # fmt: skip
     sb.add_argument("--task", default=None)
+    sb.add_argument("--two-stage", "--two_stage", dest="two_stage", choices=("on", "off"),
+                    default=None, help="t2v-tiny: two stages (first frame, then I2V; the default "
+                    "where the folder has both DiTs) or the t2v DiT alone (off)")  # fmt: skip
     sb.add_argument("--prompts", type=int, default=10, help="prompts per split (seen / held-out)")
     sb.add_argument(
         "--two-shape-prompts",
@@ -255,8 +258,11 @@ def run_shapesbench_cmd(args: argparse.Namespace) -> int:
 
     else:
         from openwan.pipelines.t2v import WanT2V
+        from openwan.pipelines.two_stage import WanTwoStageT2V, wants_two_stage
 
-        pipe = WanT2V.from_pretrained(args.ckpt_dir, task=args.task)
+        two_stage = wants_two_stage(args.ckpt_dir, args.task, args.two_stage)
+        pipe_cls: Any = WanTwoStageT2V if two_stage else WanT2V
+        pipe = pipe_cls.from_pretrained(args.ckpt_dir, task=args.task)
 
         def generate(prompt: str, seed: int) -> np.ndarray:
             return to_uint8_frames(

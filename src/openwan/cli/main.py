@@ -48,7 +48,17 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="task name, e.g. t2v-1.3B, t2v-14B, t2i-14B, t2v-A14B, ti2v-5B, i2v-14B, flf2v-14B, "
         "i2v-A14B, vace-1.3B, vace-14B, s2v-14B, s2v-tiny, i2v-tiny, "
-        "t2v-tiny (default: t2v-tiny without --ckpt-dir, else recognised from the checkpoint)",
+        "t2v-tiny, t2i-tiny (default: t2v-tiny without --ckpt-dir, else recognised from the "
+        "checkpoint)",
+    )
+    _flag(
+        p,
+        "two_stage",
+        choices=("on", "off"),
+        default=None,
+        help="t2v-tiny: make the video in two stages (first frame by the text-to-image DiT, then "
+        "the image-to-video DiT animates it; the default where the model folder has both) or with "
+        "its text-to-video DiT alone (off)",
     )
     _flag(
         p,
@@ -266,6 +276,16 @@ def _generate(args: argparse.Namespace, session: Any) -> int:
     )
     t0 = time.perf_counter()
     pipe_cls: Any = WanT2V
+    from openwan.pipelines.two_stage import WanTwoStageT2V, wants_two_stage
+
+    if (
+        not image_task
+        and sources is None
+        and wants_two_stage(args.ckpt_dir, args.task, args.two_stage)
+    ):
+        pipe_cls = WanTwoStageT2V
+    elif args.two_stage == "on":
+        raise ValueError("--two-stage on is for text-to-video with t2v-tiny")
     if image_task:
         from openwan.pipelines.i2v import WanI2V
 
@@ -302,18 +322,25 @@ def _generate(args: argparse.Namespace, session: Any) -> int:
             raise ValueError(
                 f"--{speed[0]} cannot be combined with --ulysses-size/--ring-size/--dit-fsdp yet"
             )
-        session.apply(
-            pipe, cache=args.cache not in (None, "off") or args.cache_threshold is not None
-        )
-    caches = apply_speed_options(pipe, args, device)
+        for stage in getattr(pipe, "stages", (pipe,)):
+            session.apply(
+                stage, cache=args.cache not in (None, "off") or args.cache_threshold is not None
+            )
+    caches = []
+    for stage in getattr(pipe, "stages", (pipe,)):  # a two-stage pipeline: both stages
+        caches += apply_speed_options(stage, args, device)
     log.info("loaded %s in %.1fs", pipe.task.name, time.perf_counter() - t0)
 
     bar = None
     if not args.quiet:
         from tqdm import tqdm
 
+        stage_count = len(getattr(pipe, "stages", ())) if resolved.frame_num > 1 else 1
         bar = tqdm(
-            total=resolved.steps * args.num_rounds, desc="denoising", unit="step", file=sys.stderr
+            total=resolved.steps * args.num_rounds * max(1, stage_count),
+            desc="denoising",
+            unit="step",
+            file=sys.stderr,
         )
 
     def on_step(i: int, total: int) -> None:

@@ -49,11 +49,17 @@ class TaskSpec:
     # diffusers layout: a DiT subfolder used instead of transformer/ when present (the embedded
     # tiny I2V DiT lives beside the t2v one and shares its VAE and text encoder)
     dit_dir: str | None = None
+    # diffusers layout: a text encoder folder (config.json, weights and tokenizer files) used
+    # instead of text_encoder/ + tokenizer/ when present (the embedded first-frame DiT's own umT5)
+    text_dir: str | None = None
     image_output: bool = False  # t2i: one frame written as PNG
     # I2V-type tasks: pin the leading given frames' latents while sampling
     # (``stages.anchor_known_frames``); the official models' reference does not
     anchor_known_frames: bool = False
     text_dtype: str = "bf16"  # umT5 compute dtype (official: bf16)
+    # text-to-video in two stages (openwan.pipelines.two_stage): (text-to-image task, image-to-
+    # video task) whose DiTs, both in the same model folder, draw the first frame and animate it
+    two_stage: tuple[str, str] | None = None
 
     @property
     def is_moe(self) -> bool:
@@ -184,7 +190,15 @@ _TINY_SETTINGS: dict[str, Any] = dict(
     sizes=(), default_size="64*64", frame_num=17, steps=30, shift=3.0, guide_scale=5.0,
     negative_prompt="", text_len=48, text_dtype="fp32",
 )  # fmt: skip
-_register(TaskSpec("t2v-tiny", TINY_DIT, TINY_VAE, **_TINY_SETTINGS))
+# Its videos are made in two stages by default (openwan.pipelines.two_stage: the first frame by
+# t2i-tiny, then i2v-tiny animates it); its own DiT alone is WanT2V / `--two-stage off`.
+_register(TaskSpec("t2v-tiny", TINY_DIT, TINY_VAE, two_stage=("t2i-tiny", "i2v-tiny"),
+                   **_TINY_SETTINGS))  # fmt: skip
+# The embedded first-frame DiT: the t2v DiT fine-tuned on first frames alone (transformer_t2i/),
+# with its own umT5 (text_encoder_t2i/), trained with it.
+_register(TaskSpec("t2i-tiny", TINY_DIT, TINY_VAE, dit_dir="transformer_t2i",
+                   text_dir="text_encoder_t2i", image_output=True,
+                   **{**_TINY_SETTINGS, "frame_num": 1}))  # fmt: skip
 
 
 # The embedded tiny I2V model (src/openwan/assets/wan-tiny-i2v): the Wan2.2 I2V layout without
