@@ -12,9 +12,9 @@ import argparse
 import shutil
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from openwan.checkpoint.io import atomic_path, pack_int8
+from openwan.checkpoint.io import pack_int8, save_state_dict
 
 
 def main() -> None:
@@ -29,9 +29,7 @@ def main() -> None:
     for src in sorted(args.src.glob("*.json")):
         shutil.copyfile(src, args.dst / src.name)
     for src in files:
-        packed = pack_int8(load_file(str(src)))
-        with atomic_path(args.dst / src.name) as tmp:
-            save_file(packed, str(tmp))
+        save_state_dict(pack_int8(load_file(str(src))), args.dst / src.name)
         print(f"{src} ({src.stat().st_size / 2**20:.2f} MiB) -> {args.dst / src.name} "
               f"({(args.dst / src.name).stat().st_size / 2**20:.2f} MiB)")  # fmt: skip
 
