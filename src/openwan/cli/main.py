@@ -312,6 +312,7 @@ def _generate(args: argparse.Namespace, session: Any) -> int:
             raise ValueError("--image is not a VACE input; use --src_ref_images or --src_video")
         pipe = vace_pipe = as_vace(pipe)
     resolved = request.resolve(pipe.task)  # validate before any heavy work
+    stages = getattr(pipe, "stages", (pipe,))  # a two-stage pipeline: options apply to both
     if session is not None:
         speed = [
             n
@@ -322,22 +323,20 @@ def _generate(args: argparse.Namespace, session: Any) -> int:
             raise ValueError(
                 f"--{speed[0]} cannot be combined with --ulysses-size/--ring-size/--dit-fsdp yet"
             )
-        for stage in getattr(pipe, "stages", (pipe,)):
+        for stage in stages:
             session.apply(
                 stage, cache=args.cache not in (None, "off") or args.cache_threshold is not None
             )
-    caches = []
-    for stage in getattr(pipe, "stages", (pipe,)):  # a two-stage pipeline: both stages
-        caches += apply_speed_options(stage, args, device)
+    caches = [c for stage in stages for c in apply_speed_options(stage, args, device)]
     log.info("loaded %s in %.1fs", pipe.task.name, time.perf_counter() - t0)
 
     bar = None
     if not args.quiet:
         from tqdm import tqdm
 
-        stage_count = len(getattr(pipe, "stages", ())) if resolved.frame_num > 1 else 1
+        stage_count = len(stages) if resolved.frame_num > 1 else 1
         bar = tqdm(
-            total=resolved.steps * args.num_rounds * max(1, stage_count),
+            total=resolved.steps * args.num_rounds * stage_count,
             desc="denoising",
             unit="step",
             file=sys.stderr,

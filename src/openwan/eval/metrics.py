@@ -63,8 +63,5 @@ def seam_ratios(video: torch.Tensor, joints: list[int], window: int = 0) -> list
         raise ValueError(f"joints must lie in 1..{video.shape[1] - 1}, got {joints}")
     inside = torch.stack([d for i, d in enumerate(diffs) if i not in at_joint])
     median = float(inside.median().clamp_min(1e-6))
-    lo, hi = 0, len(diffs) - 1
-    return [
-        float(diffs[max(lo, j - 1 - window) : min(hi, j - 1 + window) + 1].max()) / median
-        for j in joints
-    ]
+    # the changes j-1-window .. j-1+window (the slice stops at the last change by itself)
+    return [float(diffs[max(0, j - 1 - window) : j + window].max()) / median for j in joints]

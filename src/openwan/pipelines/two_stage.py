@@ -44,9 +44,10 @@ def wants_two_stage(path: str | Path | None, task: str | None, switch: str | Non
     folder: t2v-tiny) has two stages, ``switch`` (``--two-stage``) is not "off", and the folder
     holds both stages' DiTs ("on" insists on them)."""
     name = task or ("t2v-tiny" if path is None else None)
-    if switch == "off" or name is None or get_task(name).two_stage is None:
+    spec = get_task(name) if name is not None else None
+    if switch == "off" or spec is None or spec.two_stage is None:
         return False
-    missing = missing_stages(path, get_task(name))
+    missing = missing_stages(path, spec)
     if missing and switch == "on":
         raise ValueError(
             f"--two-stage on: the model folder has no {' or '.join(missing)}; pass --two-stage off"
