@@ -294,3 +294,22 @@ def test_a_stride_4_vae_sizes_the_output_by_its_own_latent_grid(setup, tmp_path)
     frames, _ = read_video(out)
     assert frames.shape[1:] == (64, 96, 3)  # the Wan2.1 VAE's 64 px rule would give 64x64
     assert size_within_area(64, 96, 96 * 64) == (64, 64)
+
+
+def test_audio_context_hands_each_later_clip_the_audio_before_it(setup, tmp_path, monkeypatch):
+    from openwan.models.audio import bucket_features
+
+    root, pipe = setup
+    seen = []
+    sample = pipe._sample
+    monkeypatch.setattr(pipe, "audio_context", 6)
+    monkeypatch.setattr(
+        pipe, "_sample", lambda noise, cond, *a: seen.append(cond) or sample(noise, cond, *a)
+    )
+    pipe.generate(_request(root, num_clip=3), tmp_path / "ctx.mp4")
+    wave = read_audio(root / "speech.wav")
+    bucket, _ = bucket_features(pipe.audio_encoder.features(wave).cpu(), 8, 16)
+    assert len(seen) == 3 and seen[0].audio_context is None  # the first clip: official layout
+    for r in (1, 2):
+        want = bucket[8 * r - 6 : 8 * r].permute(1, 2, 0).unsqueeze(0)
+        torch.testing.assert_close(seen[r].audio_context, want, rtol=0, atol=0)

@@ -43,6 +43,7 @@ def test_official_config_json_round_trip():
         ({"framepack_drop_mode": "drop"}, "framepack_drop_mode"),
         ({"cond_dim": 0}, "cond_dim"),
         ({"audio_inject_layers": (0, 12)}, "outside"),
+        ({"audio_context": 74}, "audio_context"),
     ],
 )
 def test_unsupported_configs_are_rejected(change, match):
@@ -55,3 +56,11 @@ def test_unknown_key_is_rejected():
     raw["enable_lipsync"] = True
     with pytest.raises(ConfigError, match="enable_lipsync"):
         S2VConfig.from_dict(raw)
+
+
+def test_audio_context_is_left_out_of_the_official_config_and_kept_otherwise():
+    # at 0 the official keys alone (the official constructor must not meet an unknown key)
+    assert "audio_context" not in WAN22_S2V_14B.to_dict()
+    ours = _tiny(audio_context=16, audio_inject_layers=(0, 4, 8))
+    assert ours.to_dict()["audio_context"] == 16
+    assert S2VConfig.from_dict(ours.to_dict()) == ours

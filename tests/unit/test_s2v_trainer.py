@@ -9,7 +9,13 @@ import torch
 
 from helpers.random_weights import randomize_
 from helpers.tiny_s2v import VAE
-from openwan.checkpoint.io import INT8_SCALE_SUFFIX, load_state_dict, pack_int8, save_state_dict
+from openwan.checkpoint.io import (
+    INT8_SCALE_SUFFIX,
+    CheckpointError,
+    load_state_dict,
+    pack_int8,
+    save_state_dict,
+)
 from openwan.checkpoint.vae_format import load_vae, save_vae
 from openwan.data.shapes import to_tensor
 from openwan.data.talking import TalkingWorld, render_face
@@ -281,3 +287,50 @@ def test_a_corrupt_defaults_file_is_a_clear_error(tmp_path):
     (tmp_path / DEFAULTS_FILE).write_text('{"size": [64]}')
     with pytest.raises(RequestError, match="not a valid defaults file"):
         folder_defaults(tmp_path)
+
+
+def test_audio_context_rows_are_the_audio_before_each_clip(tmp_path, vae_dir):
+    """``audio_context``: clip r >= 1 carries the audio frames just before its start (first
+    frame repeated in front where fewer exist), clip 0 its own first frame repeated; a cache
+    written without them is back-filled with exactly what a fresh encoding stores."""
+    from openwan.training.s2v_trainer import audio_context_cache, sample_cache
+
+    vae = load_vae(vae_dir).eval()
+    k = 12  # more than one clip of 8 frames: clip 1 has only 8 frames before it
+    cfg = tiny_cfg(tmp_path, vae_dir, audio_context=k)
+    audio, _ = build_wav2vec(cfg)
+    item = TalkingWorld(seconds=2 * FRAMES / 16, size=SIZE)[3]
+    rows = item_samples(item, 2, FRAMES, vae, audio, context=k)
+    bucket, _ = bucket_features(audio.features(item.audio).cpu(), FRAMES, 16)
+    per_frame = bucket.permute(1, 2, 0)  # [25, C, frames]
+    assert rows[0]["audio_ctx"].shape == (*per_frame.shape[:2], k)
+    torch.testing.assert_close(rows[0]["audio_ctx"], per_frame[..., :1].expand(-1, -1, k))
+    want = torch.cat([per_frame[..., :1].expand(-1, -1, k - FRAMES), per_frame[..., :FRAMES]], -1)
+    torch.testing.assert_close(rows[1]["audio_ctx"], want, rtol=0, atol=0)
+    # the cache: built with the rows, then back-filled from a copy stripped of them
+    fresh, _ = sample_cache(cfg, vae, audio, tmp_path / "run", False)
+    assert fresh["audio_ctx"].shape[0] == fresh["audio"].shape[0] == cfg.items * cfg.clips
+    torch.testing.assert_close(audio_context_cache(cfg, audio, fresh["audio"]), fresh["audio_ctx"])
+    with pytest.raises(CheckpointError, match="does not match"):
+        audio_context_cache(cfg, audio, fresh["audio"][:-1])
+
+
+def test_audio_context_trains_and_exports_and_init_accepts_either_setting(tmp_path, vae_dir):
+    from openwan.configs.s2v import S2VConfig
+
+    plain = train_s2v(tiny_cfg(tmp_path / "a", vae_dir, steps=2), show_progress=False)
+    folder = export_s2v(plain, tmp_path / "plain")
+    # the same weights warm-start a run that reads audio context; its export records the setting
+    warm = train_s2v(
+        tiny_cfg(tmp_path / "b", vae_dir, steps=2, audio_context=8, init=str(folder)),
+        show_progress=False,
+    )
+    assert warm.dit.s2v_config.audio_context == 8
+    out = export_s2v(warm, tmp_path / "ctx")
+    assert S2VConfig.from_json(out / "config.json").audio_context == 8
+    # and the training run differs from one without context (clip 1's audio tokens change)
+    same = train_s2v(
+        tiny_cfg(tmp_path / "c", vae_dir, steps=2, init=str(folder)), show_progress=False
+    )
+    a, b = warm.dit.state_dict(), same.dit.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)

@@ -50,6 +50,11 @@ class S2VConfig:
     trainable_token_pos_emb: bool = False
     enable_framepack: bool = True
     framepack_drop_mode: str = "padd"
+    # openwan, not official (left out of config.json at 0): a clip after the first reads this
+    # many audio frames from before its start, in place of its first audio frame repeated over
+    # the motion history (WanModelS2V.encode_audio). The clip's first latent frame shows 3 frames
+    # from before its own audio, so the official layout leaves their mouth to guesswork.
+    audio_context: int = 0
 
     def __post_init__(self) -> None:
         for key, value in _REQUIRED.items():
@@ -67,6 +72,8 @@ class S2VConfig:
             raise ConfigError("S2V needs cond_dim > 0 (the pose condition encoder always runs)")
         if d.dim % 4:
             raise ConfigError(f"S2V needs dim divisible by 4 (audio encoder widths), got {d.dim}")
+        if not 0 <= self.audio_context <= 73:  # MOTION_FRAMES[0], the history it replaces
+            raise ConfigError(f"audio_context must lie in 0..73 frames, got {self.audio_context}")
         bad = [i for i in self.audio_inject_layers if not 0 <= i < d.num_layers]
         if bad:
             raise ConfigError(f"audio_inject_layers {bad} outside 0..{d.num_layers - 1}")
@@ -113,7 +120,7 @@ class S2VConfig:
     def to_dict(self) -> dict[str, Any]:
         d = self.dit.to_dict()
         for f in dataclasses.fields(self):
-            if f.name != "dit":
+            if f.name != "dit" and not (f.name == "audio_context" and self.audio_context == 0):
                 value = getattr(self, f.name)
                 d[f.name] = list(value) if isinstance(value, tuple) else value
         return d

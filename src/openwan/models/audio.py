@@ -125,3 +125,20 @@ def clip_features(bucket: torch.Tensor, clip: int, infer_frames: int) -> torch.T
     if part.shape[0] != infer_frames:
         raise AudioFeatureError(f"clip {clip} is past the end of the audio features")
     return part.permute(1, 2, 0).unsqueeze(0)
+
+
+def clip_audio_context(
+    bucket: torch.Tensor,
+    clip: int,
+    infer_frames: int,
+    frames: int,
+    device: torch.device | str | None = None,
+) -> torch.Tensor | None:
+    """The up to ``frames`` audio frames before clip ``clip`` (``[1, 25, C, K]``), the
+    ``audio_context`` of :meth:`WanModelS2V.encode_audio`; None for the first clip or
+    ``frames == 0``, where the official repeated first frame stands."""
+    start = clip * infer_frames
+    if clip == 0 or frames == 0:
+        return None
+    part = bucket[max(0, start - frames) : start]  # [K, 25, C]
+    return part.permute(1, 2, 0).unsqueeze(0).to(device)

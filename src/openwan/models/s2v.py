@@ -265,15 +265,27 @@ class WanModelS2V(WanModel):
 
     # -- audio -----------------------------------------------------------------------------
     def encode_audio(
-        self, audio: torch.Tensor, motion_frames: tuple[int, int] = MOTION_FRAMES
+        self,
+        audio: torch.Tensor,
+        motion_frames: tuple[int, int] = MOTION_FRAMES,
+        audio_context: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One clip's features ``[B, 25, C, A]`` -> (local ``[B, T, 5, dim]``, global ``[B, T, 1, dim]``).
 
         The first audio frame is repeated for the ``motion_frames[0]`` pixel frames of motion
-        history, the encoder downsamples 4x in time, and the ``motion_frames[1]`` outputs that
-        belong to the history are dropped, leaving one audio frame per latent frame.
+        history (official), the encoder downsamples 4x in time, and the ``motion_frames[1]``
+        outputs that belong to the history are dropped, leaving one audio frame per latent frame.
+        ``audio_context`` ``[B, 25, C, K]`` (openwan, ``S2VConfig.audio_context``): the K audio
+        frames just before the clip take the last K places of that history instead, the first of
+        them repeated over the rest, so the causal encoder sees the speech that leads into it.
         """
-        history = audio[..., :1].expand(*audio.shape[:-1], motion_frames[0])
+        n_hist = motion_frames[0]
+        if audio_context is None or audio_context.shape[-1] == 0:
+            history = audio[..., :1].expand(*audio.shape[:-1], n_hist)
+        else:
+            lead = audio_context[..., -n_hist:].to(audio.dtype)
+            fill = lead[..., :1].expand(*lead.shape[:-1], n_hist - lead.shape[-1])
+            history = torch.cat([fill, lead], dim=-1)
         glob, local = self.casual_audio_encoder(torch.cat([history, audio], dim=-1))
         return local[:, motion_frames[1] :], glob[:, motion_frames[1] :]
 
@@ -291,6 +303,7 @@ class WanModelS2V(WanModel):
         motion_frames: tuple[int, int] = MOTION_FRAMES,
         add_last_motion: int = 2,
         drop_motion_frames: bool = False,
+        audio_context: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, S2VLayout]:
         """Returns (tokens fp32 [B, S, dim], e [B, 1, dim], e0 [B, 2, 6, dim], context, layout)."""
         cfg = self.config
@@ -312,7 +325,7 @@ class WanModelS2V(WanModel):
         wdt = self.patch_embedding.weight.dtype
         noisy = self.patch_embedding(x.to(wdt)) + self.cond_encoder(cond_states.to(wdt))
         grid = (noisy.shape[2], noisy.shape[3], noisy.shape[4])
-        audio_local, audio_global = self.encode_audio(audio_input, motion_frames)
+        audio_local, audio_global = self.encode_audio(audio_input, motion_frames, audio_context)
         if audio_local.shape[1] != grid[0]:
             raise ValueError(
                 f"audio_input has {audio_input.shape[-1]} frames for {grid[0]} latent frames; "
@@ -381,13 +394,15 @@ class WanModelS2V(WanModel):
         motion_frames: tuple[int, int] = MOTION_FRAMES,
         add_last_motion: int = 2,
         drop_motion_frames: bool = False,
+        audio_context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Velocity ``[B, 16, T, H, W]`` for one clip.
 
         x ``[B, 16, T, H, W]`` noisy latents; t ``[B]``; ref_latents ``[B, 16, 1, H, W]``;
         motion_latents ``[B, 16, T_m, H, W]`` (the last <= 19 are used); cond_states (pose
         latents, zeros without pose) like x; audio_input ``[B, 25, C, 4T]``;
-        ``drop_motion_frames`` (first clip) leaves out the motion tokens.
+        ``drop_motion_frames`` (first clip) leaves out the motion tokens; ``audio_context``
+        ``[B, 25, C, K]``: the audio just before the clip (see :meth:`encode_audio`).
         """
         tokens, e, e0, ctx, layout = self.embed_s2v(
             x,
@@ -400,6 +415,7 @@ class WanModelS2V(WanModel):
             motion_frames=motion_frames,
             add_last_motion=add_last_motion,
             drop_motion_frames=drop_motion_frames,
+            audio_context=audio_context,
         )
         tokens = self.run_blocks(tokens, e0, ctx, layout)
         n = layout.split

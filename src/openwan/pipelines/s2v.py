@@ -34,7 +34,12 @@ from torch import nn
 from openwan.checkpoint.io import atomic_path
 from openwan.io.audio import SPEECH_RATE, read_audio, save_video_with_audio
 from openwan.io.video import read_video
-from openwan.models.audio import Wav2Vec2Features, bucket_features, clip_features
+from openwan.models.audio import (
+    Wav2Vec2Features,
+    bucket_features,
+    clip_audio_context,
+    clip_features,
+)
 from openwan.models.s2v import FRAMEPACK_LATENT_MULTIPLE, MOTION_FRAMES, WanModelS2V
 from openwan.pipelines import stages
 from openwan.pipelines.image_cond import fit_image, load_image
@@ -229,6 +234,8 @@ class WanS2V:
         self.vae = vae.eval()
         self.text_encoder = text_encoder.eval()
         self.audio_encoder = audio_encoder
+        # audio frames a later clip reads from before its start (0: the official layout)
+        self.audio_context = dit.s2v_config.audio_context
         self.device = torch.device(device)
         self.model_id = ""  # the checkpoint folder, when loaded from one (resume fingerprint)
         # the store of finished clips; a multi-process run (runtime/parallel/session.py) swaps in
@@ -412,6 +419,9 @@ class WanS2V:
                     ).to(self.device),
                     audio=clip_features(bucket, r, req.infer_frames).to(self.device),
                     drop_motion_frames=first,
+                    audio_context=clip_audio_context(
+                        bucket, r, req.infer_frames, self.audio_context, self.device
+                    ),
                 )
                 noise = stages.initial_noise((16, t_lat, lat_h, lat_w), req.seed + r, self.device)
                 latent = self._sample(noise, cond, context, context_null, req, callback)

@@ -28,6 +28,8 @@ class ClipConditions:
     audio: torch.Tensor  # [1, 25, C, 4T] this clip's Wav2Vec2 features
     drop_motion_frames: bool  # first clip: no motion tokens
     motion_frames: tuple[int, int] = MOTION_FRAMES
+    # [1, 25, C, K] the audio before the clip (S2VConfig.audio_context); None: official
+    audio_context: torch.Tensor | None = None
 
 
 def s2v_model_fn(
@@ -51,11 +53,19 @@ def s2v_model_fn(
 
     def model_fn(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
         xb, tb = x.unsqueeze(0), t.reshape(1)
-        v_cond = model(xb, tb, [context], audio_input=cond.audio, **common)[0].float()
+        v_cond = model(
+            xb, tb, [context], audio_input=cond.audio, audio_context=cond.audio_context, **common
+        )[0].float()
         if guide_scale <= 1:
             return v_cond
+        silent = None if cond.audio_context is None else torch.zeros_like(cond.audio_context)
         v_uncond = model(
-            xb, tb, [context_null], audio_input=torch.zeros_like(cond.audio), **common
+            xb,
+            tb,
+            [context_null],
+            audio_input=torch.zeros_like(cond.audio),
+            audio_context=silent,
+            **common,
         )[0].float()
         return v_uncond + guide_scale * (v_cond - v_uncond)
 

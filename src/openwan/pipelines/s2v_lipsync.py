@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from openwan.io.audio import SPEECH_RATE, read_audio, save_video_with_audio
 from openwan.io.video import read_video
-from openwan.models.audio import bucket_features, clip_features
+from openwan.models.audio import bucket_features, clip_audio_context, clip_features
 from openwan.models.s2v import MOTION_FRAMES
 from openwan.pipelines import stages
 from openwan.pipelines.image_cond import fit_image, load_image
@@ -222,6 +222,7 @@ def lipsync(
                 cond_states=torch.zeros(1, 16, t_lat, lat_h, lat_w, device=pipe.device),
                 audio=clip_features(bucket, r, n).to(pipe.device),
                 drop_motion_frames=r == 0,
+                audio_context=clip_audio_context(bucket, r, n, pipe.audio_context, pipe.device),
             )
             noise = stages.initial_noise((16, t_lat, lat_h, lat_w), s.seed + r, pipe.device)
             latent = pipe._sample(noise, cond, context, context_null, s, callback, edit)

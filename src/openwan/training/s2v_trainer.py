@@ -19,7 +19,9 @@ Wav2Vec2 is a tiny 24-layer model with random, frozen weights (shipped with the 
 hidden states keep the loudness envelope linearly readable (r = 0.79 per frame on held-out
 items) and the learned layer mix and the causal audio encoder of the DiT do the rest. The
 unconditional branch of S2V's CFG (the negative prompt with zero audio) is trained on a
-``uncond_prob`` share of the samples.
+``uncond_prob`` share of the samples. With ``audio_context`` K > 0 each sample also carries the K
+audio frames before its clip (``audio_ctx``; clip 0: its first frame repeated), which the model
+reads in place of the official repeated first frame (``S2VConfig.audio_context``).
 
 Everything random is drawn from (seed, step) like the other trainers, so ``--resume`` is
 bit-exact.
@@ -52,7 +54,12 @@ from openwan.configs.dit import DiTConfig
 from openwan.configs.s2v import S2VConfig
 from openwan.data.shapes import to_tensor
 from openwan.data.talking import FPS, Face, TalkingWorld, face_caption, face_labels, render_face
-from openwan.models.audio import Wav2Vec2Features, bucket_features, clip_features
+from openwan.models.audio import (
+    Wav2Vec2Features,
+    bucket_features,
+    clip_audio_context,
+    clip_features,
+)
 from openwan.models.s2v import MOTION_FRAMES, WanModelS2V
 from openwan.training import common
 
@@ -91,6 +98,9 @@ class S2VTrainConfig:
     history_gain: tuple[float, float] = (1.0, 1.0)
     # Gaussian noise on the motion latents of each history row, std U(0, motion_noise) per row
     motion_noise: float = 0.0
+    # S2VConfig.audio_context: audio frames a clip r >= 1 reads from before its start (0: the
+    # official repeated first frame)
+    audio_context: int = 0
     # an S2V folder (openwan train-s2v --export) whose DiT weights start the run (step 0, a fresh
     # optimizer); its architecture keys must match the ones below
     init: str | None = None
@@ -128,7 +138,12 @@ def s2v_config(cfg: S2VTrainConfig, text_dim: int) -> S2VConfig:
         text_dim=text_dim,
         text_len=cfg.text_len,
     )
-    return S2VConfig(dit=dit, audio_dim=cfg.w2v_hidden, audio_inject_layers=cfg.audio_inject_layers)
+    return S2VConfig(
+        dit=dit,
+        audio_dim=cfg.w2v_hidden,
+        audio_inject_layers=cfg.audio_inject_layers,
+        audio_context=cfg.audio_context,
+    )
 
 
 def build_wav2vec(cfg: S2VTrainConfig) -> tuple[Wav2Vec2Features, nn.Module]:
@@ -171,6 +186,7 @@ def item_samples(
     vae: nn.Module,
     audio: Wav2Vec2Features,
     history_gain: float = 1.0,
+    context: int = 0,
 ) -> list[dict[str, torch.Tensor]]:
     """The ``clips`` training samples of one talking-world item (see the module docstring); the
     motion history of clips >= 1 shows the mouth opened ``history_gain`` times as wide."""
@@ -202,17 +218,28 @@ def item_samples(
                 lat = vae.encode(torch.cat([grey, past, clip], 1).unsqueeze(0))[0]
                 n_hist = MOTION_FRAMES[1]
                 motion, z = lat[:, :n_hist], lat[:, n_hist:]
-            out.append(
-                {
-                    "z": z.float(),
-                    "ref": ref_lat.float(),
-                    "motion": motion.float(),
-                    "audio": clip_features(bucket, r, infer_frames)[0],
-                    "first": torch.tensor(r == 0),
-                    "caption": torch.tensor(0),  # filled in by the caller
-                }
-            )
+            row = {
+                "z": z.float(),
+                "ref": ref_lat.float(),
+                "motion": motion.float(),
+                "audio": clip_features(bucket, r, infer_frames)[0],
+                "first": torch.tensor(r == 0),
+                "caption": torch.tensor(0),  # filled in by the caller
+            }
+            if context:
+                row["audio_ctx"] = context_rows(bucket, r, infer_frames, context)
+            out.append(row)
     return out
+
+
+def context_rows(bucket: torch.Tensor, clip: int, infer_frames: int, frames: int) -> torch.Tensor:
+    """``[25, C, frames]``: the ``audio_context`` of clip ``clip`` at a fixed length, its first
+    frame repeated in front where fewer came before (what the model's fill does anyway); for the
+    first clip its own first audio frame repeated, which the model reads as no context."""
+    ctx = clip_audio_context(bucket, clip, infer_frames, frames)
+    lead = clip_features(bucket, clip, infer_frames)[0, ..., :1] if ctx is None else ctx[0]
+    fill = lead[..., :1].expand(*lead.shape[:-1], frames - lead.shape[-1])
+    return torch.cat([fill, lead], -1).contiguous()
 
 
 def sample_cache(
@@ -223,7 +250,14 @@ def sample_cache(
 
     path, cap_path = run_dir / "samples.safetensors", run_dir / "captions.json"
     if path.is_file() and cap_path.is_file():
-        return load_file(str(path)), json.loads(cap_path.read_text(encoding="utf-8"))
+        samples = load_file(str(path))
+        have = samples.pop("audio_ctx", None)
+        if cfg.audio_context:
+            fits = have is not None and have.shape[-1] == cfg.audio_context
+            samples["audio_ctx"] = (
+                have if fits else audio_context_cache(cfg, audio, samples["audio"])
+            )
+        return samples, json.loads(cap_path.read_text(encoding="utf-8"))
     world = training_world(cfg)
     captions: list[str] = []
     rows: list[dict[str, torch.Tensor]] = []
@@ -237,7 +271,9 @@ def sample_cache(
         # its own generator per item: the other draws stay as they are; U(1, 1) gives 1.0
         gain = float(np.random.default_rng([cfg.seed, i, 7]).uniform(lo, hi))
         mouth = None
-        for s in item_samples(item, cfg.clips, cfg.infer_frames, vae, audio, gain):
+        for s in item_samples(
+            item, cfg.clips, cfg.infer_frames, vae, audio, gain, cfg.audio_context
+        ):
             s["caption"] = torch.tensor(captions.index(text))
             if mouth is None:  # the item's mouth region on the latent grid (loss weights)
                 mouth = mouth_region(item, cfg.size // s["z"].shape[-1])
@@ -257,6 +293,35 @@ def sample_cache(
     with atomic_path(cap_path) as tmp:
         tmp.write_text(json.dumps(captions, ensure_ascii=False), encoding="utf-8")
     return samples, captions
+
+
+def audio_context_cache(
+    cfg: S2VTrainConfig, audio: Wav2Vec2Features, cached_audio: torch.Tensor
+) -> torch.Tensor:
+    """The ``audio_ctx`` rows of a sample cache written without them (audio features only, no
+    VAE work), in the cache's row order; each row's clip audio is checked against the cached one."""
+    world = training_world(cfg)
+    rows: list[torch.Tensor] = []
+    for i in range(cfg.items):
+        bucket, available = bucket_features(
+            audio.features(world[i].audio).cpu(), cfg.infer_frames, FPS
+        )
+        for r in range(min(cfg.clips, available)):
+            if r and cfg.infer_frames * (r + 1) - PRE_ROLL > world.frames:
+                break  # item_samples stops there too
+            k = len(rows)
+            if k >= len(cached_audio) or not torch.equal(
+                clip_features(bucket, r, cfg.infer_frames)[0], cached_audio[k]
+            ):
+                raise CheckpointError(
+                    "the sample cache does not match this config: delete it to encode again"
+                )
+            rows.append(context_rows(bucket, r, cfg.infer_frames, cfg.audio_context))
+    if len(rows) != len(cached_audio):
+        raise CheckpointError(
+            "the sample cache does not match this config: delete it to encode again"
+        )
+    return torch.stack(rows)
 
 
 def mouth_region(item: Any, stride: int) -> torch.Tensor:
@@ -315,7 +380,9 @@ def s2v_loss(
     motion = samples["motion"][idx] if motion is None else motion
     s = sigma.view(-1, 1, 1, 1, 1)
     xt = (1 - s) * z + s * noise
-    audio = samples["audio"][idx] * (~uncond).float().view(-1, 1, 1, 1)
+    keep = (~uncond).float().view(-1, 1, 1, 1)
+    audio = samples["audio"][idx] * keep
+    ctx = samples["audio_ctx"][idx] * keep if "audio_ctx" in samples else None
     first = samples["first"][idx]
     total = z.new_zeros(())
     for flag in (True, False):
@@ -331,6 +398,7 @@ def s2v_loss(
             cond_states=torch.zeros_like(z[rows]),
             audio_input=audio[rows],
             drop_motion_frames=flag,
+            audio_context=None if ctx is None else ctx[rows],
         )
         err = (v.float() - (noise - z)[rows]) ** 2
         total = total + (err if weight is None else err * weight[rows]).sum()
@@ -405,7 +473,8 @@ def _load_init(folder: Path, dit: WanModelS2V) -> None:
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"init model {folder} has no config.json: give an S2V folder")
     src = load_s2v_dit(folder)
-    if src.s2v_config != dit.s2v_config:
+    # audio_context changes what the audio encoder reads, not the weights: either way round
+    if src.s2v_config.replace(audio_context=dit.s2v_config.audio_context) != dit.s2v_config:
         raise CheckpointError(
             f"init model {folder} has another architecture than this config: {src.s2v_config} vs "
             f"{dit.s2v_config}"
