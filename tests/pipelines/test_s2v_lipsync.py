@@ -116,6 +116,27 @@ def test_masked_lipsync_keeps_every_pixel_outside_the_mask(setup, tmp_path, monk
     assert abs(video_s - 14 / 16) < 1 / 16 and abs(audio_s - video_s) < 1 / 16  # A/V in sync
 
 
+def test_masked_lipsync_with_a_stride_4_vae_keeps_its_own_latent_cells(
+    setup, tmp_path, monkeypatch
+):
+    """s2v-tiny's VAE has spatial stride 4: the kept latents are its 4 x 4 cells (8 x 8 cells
+    of the Wan2.1 VAE's stride would not even match its latent grid)."""
+    from helpers.random_weights import randomize_
+    from helpers.tiny_s2v import VAE
+    from openwan.models.vae import WanVAE
+
+    root, pipe = setup
+    vae4 = randomize_(WanVAE(VAE.replace(dim_mult=(1, 2, 4), temperal_downsample=(True, True))))
+    small = WanS2V(pipe.dit, vae4, pipe.text_encoder, pipe.audio_encoder, device="cpu")
+    video = _run(small, root, tmp_path / "o4.mp4", monkeypatch, mask=root / "mouth.png")
+    source, _ = s2v_lipsync._source_frames(root / "talk.mp4", 64 * 64, small.size_divisor)
+    inside = torch.zeros(64, 64, dtype=torch.bool)
+    inside[40:56, 16:48] = True
+    assert video.shape == (3, 14, 64, 64)
+    assert torch.equal(video[:, :, ~inside], source[:, :, ~inside])
+    assert float((video[:, :, inside] - source[:, :, inside]).abs().mean()) > 0.05
+
+
 def test_whole_frame_edit_and_audio_shorter_than_video(setup, tmp_path, monkeypatch):
     root, pipe = setup
     write_wav(tmp_path / "short.wav", speech_like(0.5, 16000, seed=4)[None], 16000)

@@ -213,8 +213,9 @@ def lipsync(
         motion_latents = both[:, :, :-t_lat]
         latent = parts.load(r)
         if latent is None:
-            # a latent is kept when no masked pixel falls in its 8x8 cell in any of its 4 frames
-            pooled = F.max_pool3d(m.expand(-1, -1, n, -1, -1), (4, 8, 8))[0]  # [1, t, h, w]
+            # a latent is kept when no masked pixel falls in its cell (the VAE's stride: 4 x 8 x 8
+            # pixels for the official VAE, 4 x 4 x 4 for s2v-tiny's) in any of its frames
+            pooled = F.max_pool3d(m.expand(-1, -1, n, -1, -1), pipe.vae.config.stride)[0]
             edit = ClipEdit(source=both[0, :, -t_lat:], keep=pooled == 0, strength=req.strength)
             cond = ClipConditions(
                 ref_latents=ref_latents.to(pipe.device),
