@@ -264,3 +264,25 @@ def test_cli_lipsync(setup, tmp_path, capsys):
     ]
     assert main(bad) == 2 and not (tmp_path / "m.mp4").exists()
     assert "not found" in capsys.readouterr().err
+
+
+def test_each_clip_reads_the_audio_three_frames_on(setup, tmp_path, monkeypatch):
+    """S2V's layout shows audio frame i - 3 at a clip's decoded frame i (generation's pre-roll):
+    an edited clip, which starts at its own first frame, gets the audio from 3 frames on, the
+    frames past the audio's end silent (zero features)."""
+    from openwan.io.audio import read_audio
+    from openwan.models.audio import bucket_features
+
+    root, pipe = setup
+    seen = []
+    sample = pipe._sample
+    monkeypatch.setattr(
+        pipe, "_sample", lambda noise, cond, *a: seen.append(cond) or sample(noise, cond, *a)
+    )
+    _run(pipe, root, tmp_path / "lead.mp4", monkeypatch, mask=root / "mouth.png")
+    feats = pipe.audio_encoder.features(read_audio(root / "new.wav")).cpu()
+    bucket, _ = bucket_features(feats, 8)
+    assert len(seen) == 2 and bucket.shape[0] == 24  # 1.5 s of audio: 3 clips' worth
+    for r, cond in enumerate(seen):
+        want = bucket[8 * r + 3 : 8 * r + 11].permute(1, 2, 0).unsqueeze(0)
+        torch.testing.assert_close(cond.audio, want, rtol=0, atol=0)
