@@ -201,7 +201,7 @@ def item_samples(
     out = []
     with torch.no_grad():
         ref_lat = vae.encode(ref.unsqueeze(0))[0]
-        for r in range(min(clips, available)):
+        for r in sample_clips(clips, available, infer_frames, video.shape[1]):
             if r == 0:
                 pixels = torch.cat(
                     [ref, ref.expand(-1, PRE_ROLL, -1, -1), video[:, : infer_frames - PRE_ROLL]], 1
@@ -210,8 +210,6 @@ def item_samples(
                 motion, z = torch.zeros_like(lat[:, :1]), lat[:, 1:]
             else:
                 start = infer_frames * r - PRE_ROLL
-                if start + infer_frames > video.shape[1]:
-                    break
                 past = history[:, max(0, start - history_len) : start]
                 grey = torch.zeros(3, history_len - past.shape[1], size, size)
                 clip = video[:, start : start + infer_frames]
@@ -230,6 +228,13 @@ def item_samples(
                 row["audio_ctx"] = context_rows(bucket, r, infer_frames, context)
             out.append(row)
     return out
+
+
+def sample_clips(clips: int, available: int, infer_frames: int, frames: int) -> range:
+    """The clips r of an item of ``frames`` video frames that give training samples: the first
+    ``clips`` the audio covers (``available``) whose frames lie inside the video (clip r >= 1
+    runs from frame ``infer_frames * r - PRE_ROLL``; clip 0 always fits)."""
+    return range(min(clips, available, max(1, (frames + PRE_ROLL) // infer_frames)))
 
 
 def context_rows(bucket: torch.Tensor, clip: int, infer_frames: int, frames: int) -> torch.Tensor:
@@ -306,9 +311,7 @@ def audio_context_cache(
         bucket, available = bucket_features(
             audio.features(world[i].audio).cpu(), cfg.infer_frames, FPS
         )
-        for r in range(min(cfg.clips, available)):
-            if r and cfg.infer_frames * (r + 1) - PRE_ROLL > world.frames:
-                break  # item_samples stops there too
+        for r in sample_clips(cfg.clips, available, cfg.infer_frames, world.frames):
             k = len(rows)
             if k >= len(cached_audio) or not torch.equal(
                 clip_features(bucket, r, cfg.infer_frames)[0], cached_audio[k]
